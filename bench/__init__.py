@@ -1,0 +1,1 @@
+"""Export every model to fast runtimes and time batched inference (pytest-benchmark)."""

