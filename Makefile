@@ -1,5 +1,6 @@
 # `make distill` / `make bench` / `make report` / `make serve` / `make test` set everything up on first use.
 PROFILE ?= default
+PORT ?= 8000
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,6 +12,7 @@ ARGS ?=
 help:
 	@echo "make distill [PROFILE=default|smoke|full]  train teacher and students, write reports/<profile>/accuracy.csv"
 	@echo "make test                                 run the test suite (what CI runs)"
+	@echo "make serve [PROFILE=...] [PORT=8000]      web page + JSON API comparing teacher and students on 127.0.0.1"
 
 $(STAMP): requirements.txt requirements-assets.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,3 +32,7 @@ test: setup
 
 clean-artifacts:
 	rm -rf artifacts/$(PROFILE) reports/$(PROFILE)
+
+.PHONY: serve
+serve: setup
+	$(PY) -m serve --profile $(PROFILE) --port $(PORT)

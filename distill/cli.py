@@ -16,6 +16,9 @@ examples:
   python -m distill --profile smoke
   python -m distill --data reviews.csv --text-col body --label-col stars --teacher bert-base-uncased
   python -m distill --set teacher.epochs=1 --set students.bilstm.loss=kl
+
+ablation (hard labels vs soft targets vs + augmented transfer set vs + teacher annealing, per student):
+  python -m distill.ablation --profile smoke      -> reports/<profile>/ablation.csv and ablation.md
 """
 
 

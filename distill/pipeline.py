@@ -8,6 +8,7 @@ replaces the old one only when complete, so an interrupted run resumes where it 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from pathlib import Path
@@ -53,6 +54,11 @@ class Run:
     def key(self, name: str) -> str | None:
         meta = self._stage_meta(name)
         return meta["key"] if meta else None
+
+    def stage_info(self, name: str) -> dict:
+        """What a finished stage recorded about itself (sizes, seconds, ...)."""
+        self._require(name)
+        return self._stage_meta(name).get("info", {})
 
     def stage(self, name: str, inputs: dict, build) -> tuple[Path, dict]:
         """Run `build(tmp_dir) -> info` unless `name` is cached under the same inputs. Returns (dir, info)."""
@@ -137,23 +143,42 @@ class Run:
         def build(tmp):
             split = self.split()
             texts, gold = datasets.texts_labels(split, "train")
-            est = student_zoo.build(name, {**params, "progress": self.progress})
-            fit_kwargs = {}
-            if name == "bilstm":
-                fit_kwargs["eval_set"] = datasets.texts_labels(split, "dev")
-                if mode == "distilled":
-                    fit_kwargs["hard_labels"] = gold
             targets = gold if mode == "baseline" else logits_of(soft, "train")
-            started = time.time()
-            est.fit(texts, targets, **fit_kwargs)
-            seconds = time.time() - started
+            est = self.new_student(name, params)
+            seconds = self.fit_student(est, texts, targets, gold if mode == "distilled" else None)
             with atomic_path(tmp / "model.joblib") as path:
                 joblib.dump(est, path)
             return {"train_seconds": round(seconds, 2), "params": count_params(est)}
 
         inputs = {"student": name, "mode": mode, "params": params, "data": self.key("data"),
                   "soft_labels": self.key("soft_labels") if mode == "distilled" else None}
+        if student_zoo.needs_teacher(name):
+            inputs["teacher"] = self.key("teacher")
         self.stage(f"students/{name}-{mode}", inputs, build)
+
+    def new_student(self, name: str, params: dict):
+        """An unfitted student; one initialised from the teacher (transformer, born_again) is pointed at it."""
+        est = student_zoo.build(name, {**params, "progress": self.progress})
+        if student_zoo.needs_teacher(name):
+            est.set_params(teacher=str(self.teacher_dir()))
+        return est
+
+    def fit_student(self, est, texts, targets, hard_labels=None) -> float:
+        """Fit, passing the dev split and gold labels to students whose `fit` takes them. Returns seconds."""
+        accepts = inspect.signature(est.fit).parameters
+        fit_kwargs = {}
+        if "eval_set" in accepts:
+            fit_kwargs["eval_set"] = datasets.texts_labels(self.split(), "dev")
+        if hard_labels is not None and "hard_labels" in accepts:
+            fit_kwargs["hard_labels"] = hard_labels
+        started = time.time()
+        est.fit(texts, targets, **fit_kwargs)
+        return time.time() - started
+
+    def build_transfer(self):
+        """The augmented transfer set labelled by the teacher (distill/transfer.py)."""
+        from . import transfer
+        transfer.build(self)
 
     def evaluate(self) -> pd.DataFrame:
         """Score teacher, students and ensembles on the test split; write reports/<profile>/accuracy.csv/.json."""
@@ -211,6 +236,9 @@ class Run:
 
     def soft_labels(self) -> pd.DataFrame:
         return _read_parquet(self._require("soft_labels") / "soft_labels.parquet")
+
+    def transfer_set(self) -> pd.DataFrame:
+        return _read_parquet(self._require("transfer") / "transfer.parquet")
 
     def student_names(self) -> list[str]:
         return [f"{n}-{m}" for m in self.cfg["students"]["modes"] for n in self.cfg["students"]["names"]]

@@ -2,16 +2,20 @@
 
 `fit(texts, y)` takes either hard labels (1-D ints: the baseline) or the teacher's logits (2-D floats: the distilled
 twin). Every student has `predict` and `predict_proba`, so they compose with scikit-learn tools and with each other.
+Students with a `teacher` parameter (the transformer students) are built from the teacher's model directory.
 """
 from .bilstm import BiLSTMClassifier
 from .ensemble import AveragingEnsemble
 from .linear import TfidfLogisticRegression, TfidfNaiveBayes, TfidfRidge
+from .transformer import BornAgainClassifier, TransformerClassifier
 
 REGISTRY = {
     "tfidf_lr": TfidfLogisticRegression,
     "tfidf_ridge": TfidfRidge,
     "nb": TfidfNaiveBayes,
     "bilstm": BiLSTMClassifier,
+    "transformer": TransformerClassifier,
+    "born_again": BornAgainClassifier,
 }
 
 
@@ -24,5 +28,10 @@ def build(name: str, params: dict):
     return cls(**{k: v for k, v in params.items() if k in known})
 
 
-__all__ = ["REGISTRY", "build", "BiLSTMClassifier", "AveragingEnsemble", "TfidfLogisticRegression",
-           "TfidfNaiveBayes", "TfidfRidge"]
+def needs_teacher(name: str) -> bool:
+    """Whether the student is initialised from (and so depends on) the fine-tuned teacher."""
+    return name in REGISTRY and "teacher" in REGISTRY[name]().get_params()
+
+
+__all__ = ["REGISTRY", "build", "needs_teacher", "BiLSTMClassifier", "AveragingEnsemble", "BornAgainClassifier",
+           "TfidfLogisticRegression", "TfidfNaiveBayes", "TfidfRidge", "TransformerClassifier"]

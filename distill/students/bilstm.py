@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from ..losses import annealed_target_loss, kd_loss
 from .soft import is_soft
 
-TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+# "[mask]" stays one token: augmented transfer text (distill/augment.py) uses the teacher's mask token.
+TOKEN = re.compile(r"\[mask\]|[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 PAD, UNK = 0, 1
 
 

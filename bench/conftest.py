@@ -1,0 +1,123 @@
+"""pytest-benchmark set-up for `pytest bench`: options, parametrisation over the export manifest, hooks.
+
+    pytest bench --profile smoke --batch-sizes 1,32 --benchmark-json reports/smoke/bench.json
+    pytest bench --profile smoke --benchmark-compare          # against the last autosaved run in .benchmarks/
+
+Hooks (pytest-benchmark's documented ones):
+- `pytest_benchmark_update_machine_info` adds CPU model and SIMD flags, core count, library versions, thread settings.
+- `pytest_benchmark_update_json` adds each case's speedup over the teacher in PyTorch eager at the same batch size
+  and mode, measured in the same run.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from distill.environment import cpu_flags, environment
+
+from .export import read_manifest
+from .guard import WaitBudget
+
+BATCH_SIZES = "1,8,32,128"
+MODES = "e2e,model"
+REFERENCE = ("teacher", "torch")
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("my-bert-is-too-big")
+    g.addoption("--profile", default=os.environ.get("PROFILE", "default"), help="profile whose run to benchmark")
+    g.addoption("--artifacts", default="artifacts", help="artifact root (default: artifacts)")
+    g.addoption("--batch-sizes", default=BATCH_SIZES, help=f"comma-separated (default: {BATCH_SIZES})")
+    g.addoption("--modes", default=MODES, help="e2e (raw text in, tokenising included) and/or model (pre-tokenised)")
+    g.addoption("--variants", default="", help="regex on model/backend, e.g. 'teacher|bilstm' (default: all)")
+    g.addoption("--threads", type=int, default=os.cpu_count(), help="torch and ORT intra-op threads")
+    g.addoption("--bench-seconds", type=float, default=1.0, help="target measured time per case")
+    g.addoption("--load-threshold", type=float, default=0.25,
+                help="other processes' share of the CPU above which rounds are re-measured (default: 0.25)")
+    g.addoption("--wait-budget", type=float, default=120.0,
+                help="seconds the whole session may wait for a quiet machine (default: 120)")
+
+
+def _manifest_variants(config) -> list[dict]:
+    path = Path(config.getoption("--artifacts")) / config.getoption("--profile") / "export" / "manifest.json"
+    variants = [v for v in read_manifest(path)["variants"] if v["status"] == "ok"]
+    pattern = config.getoption("--variants")
+    if pattern:
+        variants = [v for v in variants if re.search(pattern, f"{v['model']}/{v['backend']}")]
+    return variants
+
+
+def pytest_generate_tests(metafunc):
+    if "variant" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    variants = _manifest_variants(config)
+    sizes = [int(b) for b in config.getoption("--batch-sizes").split(",")]
+    modes = [m.strip() for m in config.getoption("--modes").split(",")]
+    metafunc.parametrize("variant", variants, ids=[f"{v['model']}/{v['backend']}" for v in variants])
+    metafunc.parametrize("batch_size", sizes, ids=[f"b{b}" for b in sizes])
+    metafunc.parametrize("mode", modes)
+
+
+class BenchContext:
+    """Loads each variant once (recording the resident-memory increase) and serves test-split batches."""
+
+    def __init__(self, config):
+        from .zoo import open_run
+        from .export import models_of
+        self.config = config
+        self.run = open_run(config.getoption("--profile"), config.getoption("--artifacts"))
+        self.models = models_of(self.run)
+        split = self.run.split()
+        self.texts = split[split["split"] == "test"]["text"].tolist()
+        self.loaded: dict = {}
+        self.wait_budget = WaitBudget(config.getoption("--wait-budget"))
+
+    def predictor(self, variant: dict):
+        key = (variant["model"], variant["backend"])
+        if key not in self.loaded:
+            from .export import load_variant
+            before = psutil.Process().memory_info().rss
+            pred = load_variant(self.run, variant["model"], variant["backend"], self.models)
+            pred.predict_proba(self.texts[:8])
+            self.loaded[key] = (pred, (psutil.Process().memory_info().rss - before) / 2**20)
+        return self.loaded[key]
+
+    def batch(self, size: int) -> list[str]:
+        reps = -(-size // len(self.texts))
+        return (self.texts * reps)[:size]
+
+
+@pytest.fixture(scope="session")
+def bench_context(request):
+    threads = request.config.getoption("--threads")
+    torch.set_num_threads(threads)
+    return BenchContext(request.config)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    env = environment()
+    machine_info.update({
+        "cpu_model": env["cpu"], "cpu_flags": cpu_flags(), "cpu_count": env["cpu_count"],
+        "versions": env["versions"], "python_version": env["python"], "cuda": env["cuda"],
+        "threads": {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
+                    "onnxruntime_intra_op": torch.get_num_threads(), "onnxruntime_inter_op": 1},
+        "profile": config.getoption("--profile"), "git_commit": env["git_commit"],
+    })
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    reference = {}
+    for bench in output_json["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if (info.get("model"), info.get("backend")) == REFERENCE:
+            reference[(info["batch_size"], info["mode"])] = bench["stats"]["median"]
+    for bench in output_json["benchmarks"]:
+        info = bench.setdefault("extra_info", {})
+        ref = reference.get((info.get("batch_size"), info.get("mode")))
+        info["speedup_vs_teacher_eager"] = round(ref / bench["stats"]["median"], 3) if ref else None

@@ -1,0 +1,32 @@
+"""Latency of every (model, backend) x batch size x mode, with pytest-benchmark.
+
+mode `e2e`: raw text in, probabilities out (tokenising/vectorising included).
+mode `model`: the model alone, on input prepared beforehand.
+"""
+import numpy as np
+
+from .guard import guarded_benchmark
+
+
+def test_latency(benchmark, bench_context, variant, batch_size, mode):
+    pred, rss_mb = bench_context.predictor(variant)
+    texts = bench_context.batch(batch_size)
+    fn, arg = (pred.predict_proba, texts) if mode == "e2e" else (pred.run, pred.prepare(texts))
+    benchmark.group = f"batch {batch_size:>3} {mode}"
+    config = bench_context.config
+    guard = guarded_benchmark(benchmark, fn, arg, bench_context.wait_budget, target_seconds=config.getoption("--bench-seconds"),
+                              threshold=config.getoption("--load-threshold"))
+    benchmark.extra_info.update({
+        "model": variant["model"], "backend": variant["backend"], "kind": variant["kind"],
+        "family": variant["family"], "batch_size": batch_size, "mode": mode,
+        "accuracy": variant["accuracy"], "ci_low": variant["ci_low"], "ci_high": variant["ci_high"],
+        "agreement": variant["agreement"], "cosine_to_teacher": variant["cosine_to_teacher"],
+        "max_abs_diff": variant.get("max_abs_diff"), "size_bytes": variant.get("size_bytes"),
+        "params": variant["params"], "rss_increase_mb": round(rss_mb, 1), "guard": guard,
+    })
+    if benchmark.stats:
+        data = np.asarray(benchmark.stats.stats.data)
+        benchmark.extra_info["p90"] = float(np.percentile(data, 90))
+        benchmark.extra_info["throughput_per_s"] = batch_size / float(np.median(data))
+    probs = fn(arg)
+    assert probs.shape == (batch_size, len(pred.labels))

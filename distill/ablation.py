@@ -1,0 +1,230 @@
+"""Which ingredient of distillation pays: for each student, hard labels vs. soft targets vs. soft targets on the
+augmented transfer set vs. that plus teacher annealing, each with its bootstrap 95% CI on the test split.
+
+    python -m distill.ablation --profile smoke      -> reports/<profile>/ablation.csv and ablation.md
+
+Variants and their cached stages (artifacts/<profile>/students/<student>-<stage>):
+  hard             baseline   gold labels of the original training split
+  soft             distilled  the teacher's logits on the original training split
+  soft+aug         augmented  the teacher's logits on the original training split + the transfer set
+  soft+aug+anneal  annealed   the same data, with teacher annealing (Clark et al. 2019)
+
+Annealing. Students trained step by step (bilstm, transformer) anneal for real: the target slides from the teacher's
+distribution to the gold label as lambda = step / total goes from 0 to 1. The scikit-learn students are fitted to
+convergence in one go, so there is no step to anneal over. Their losses are linear in the target (cross-entropy:
+logistic regression, naive Bayes), so minimising the annealed loss summed over a schedule lambda = 0..1 is the same
+as fitting the schedule's average target, 0.5 * teacher + 0.5 * gold: that fixed mix is what they get (for ridge,
+which regresses logits, the mix is an approximation). A transfer-set text has no gold label; its reference label is
+the teacher's own decision (argmax), so annealing sharpens the teacher there instead of inventing a label.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from . import data as datasets
+from . import students as student_zoo
+from .atomic import atomic_path, write_text
+from .errors import UserError
+from .metrics import count_params, evaluate
+from .pipeline import Run, logits_of
+from .students.soft import softmax
+
+VARIANTS = {"hard": "baseline", "soft": "distilled", "soft+aug": "augmented", "soft+aug+anneal": "annealed"}
+COLUMNS = ["student", "variant", "model", "accuracy", "ci_low", "ci_high", "macro_f1", "agreement", "gain_vs_hard",
+           "gain_ci_low", "gain_ci_high", "train_texts", "train_seconds", "params"]
+
+
+def fixed_mix_logits(teacher_logits: np.ndarray, gold: np.ndarray, weight: float = 0.5, floor: float = 1e-4):
+    """Logits (log-probabilities) of (1 - weight) * softmax(teacher) + weight * one_hot(gold): the average target
+    of a linear annealing schedule when weight = 0.5. Probabilities are floored so no log is infinite."""
+    probs = softmax(teacher_logits)
+    one_hot = np.eye(probs.shape[1])[np.asarray(gold)]
+    mix = (1 - weight) * probs + weight * one_hot
+    return np.log(np.maximum(mix, floor)).astype(np.float32)
+
+
+def paired_gain_ci(correct: np.ndarray, correct_hard: np.ndarray, n_resamples=1000, seed=13, level=0.95):
+    """Percentile bootstrap interval of accuracy(variant) - accuracy(hard), resampling the same test examples for
+    both (a paired comparison, tighter than comparing two separate intervals)."""
+    diff = np.asarray(correct, dtype=np.float64) - np.asarray(correct_hard, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(diff), size=(n_resamples, len(diff)))
+    means = diff[idx].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def ablation_students(cfg: dict) -> list[str]:
+    if "ablation" not in cfg or "transfer" not in cfg:
+        raise UserError("the profile has no [ablation] or [transfer] section; inherit configs/default.toml")
+    c = cfg["ablation"]
+    names = list(c["students"]) + (["born_again"] if c.get("born_again") else [])
+    unknown = [n for n in names if n not in student_zoo.REGISTRY]
+    if unknown:
+        raise UserError(f"unknown student(s) {', '.join(unknown)} in ablation.students; "
+                        f"choose from {', '.join(student_zoo.REGISTRY)}")
+    return names
+
+
+def variants_of(cfg: dict, name: str) -> list[str]:
+    annealed = name in cfg["ablation"]["anneal"]
+    return [v for v in VARIANTS if v != "soft+aug+anneal" or annealed]
+
+
+def build_transfer_student(run: Run, name: str, stage_mode: str) -> None:
+    """Student `name` trained on the original training split + the transfer set, with the teacher's logits as
+    targets; `stage_mode` is `augmented` or `annealed`. Settings in [ablation.<name>] override [students.<name>]."""
+    params = {**run.cfg["students"].get(name, {}), **run.cfg["ablation"].get(name, {})}
+
+    def build(tmp):
+        texts, gold = datasets.texts_labels(run.split(), "train")
+        transfer = run.transfer_set()
+        extra_logits = transfer[[c for c in transfer.columns if c.startswith("logit_")]].to_numpy(np.float32)
+        all_texts = texts + transfer["text"].tolist()
+        targets = np.concatenate([logits_of(run.soft_labels(), "train"), extra_logits])
+        reference = np.concatenate([gold, extra_logits.argmax(1)])
+        est = run.new_student(name, params)
+        annealing = "none"
+        if stage_mode == "annealed":
+            if "anneal" in est.get_params():
+                est.set_params(anneal=True)
+                annealing = "schedule lambda = step / total"
+            else:
+                targets = fixed_mix_logits(targets, reference)
+                annealing = "fixed 0.5 teacher + 0.5 gold mix (schedule average)"
+        seconds = run.fit_student(est, all_texts, targets, reference)
+        with atomic_path(tmp / "model.joblib") as path:
+            joblib.dump(est, path)
+        return {"train_seconds": round(seconds, 2), "params": count_params(est), "train_texts": len(all_texts),
+                "annealing": annealing}
+
+    inputs = {"student": name, "mode": stage_mode, "params": params, "data": run.key("data"),
+              "soft_labels": run.key("soft_labels"), "transfer": run.key("transfer")}
+    if student_zoo.needs_teacher(name):
+        inputs["teacher"] = run.key("teacher")
+    run.stage(f"students/{name}-{stage_mode}", inputs, build)
+
+
+def build_all(run: Run) -> None:
+    """Every stage the ablation reads, each cached: data, teacher, soft labels, hard and soft students, the
+    transfer set, and the students trained on it."""
+    names = ablation_students(run.cfg)
+    steps = [("data", run.build_data), ("teacher", run.build_teacher), ("soft labels", run.build_soft_labels)]
+    steps += [(f"student {n} ({VARIANTS[v]})", lambda n=n, v=v: run.build_student(n, VARIANTS[v]))
+              for v in ("hard", "soft") for n in names]
+    steps.append(("transfer set", run.build_transfer))
+    steps += [(f"student {n} ({VARIANTS[v]})", lambda n=n, v=v: build_transfer_student(run, n, VARIANTS[v]))
+              for v in ("soft+aug", "soft+aug+anneal") for n in names if v in variants_of(run.cfg, n)]
+    for i, (title, fn) in enumerate(steps, 1):
+        run.log(f"[{i}/{len(steps) + 1}] {title}")
+        fn()
+    run.log(f"[{len(steps) + 1}/{len(steps) + 1}] ablation on the test split")
+
+
+def ablation_table(run: Run) -> pd.DataFrame:
+    """One row per (student, variant): test accuracy with its CI, and the gain over the hard-label twin with a
+    paired bootstrap CI."""
+    c = run.cfg["eval"]
+    texts, gold = datasets.texts_labels(run.split(), "test")
+    teacher_pred = logits_of(run.soft_labels(), "test").argmax(1)
+    train_size = int((run.split()["split"] == "train").sum())
+    rows = []
+    for name in ablation_students(run.cfg):
+        correct_hard = None
+        for variant in variants_of(run.cfg, name):
+            model_id = f"{name}-{VARIANTS[variant]}"
+            info = run.stage_info(f"students/{model_id}")
+            proba = run.student(model_id).predict_proba(texts)
+            correct = np.asarray(proba).argmax(1) == gold
+            if correct_hard is None:
+                correct_hard = correct
+            low, high = paired_gain_ci(correct, correct_hard, c["bootstrap"], c["seed"])
+            rows.append({"student": name, "variant": variant, "model": model_id,
+                         **evaluate(gold, proba, teacher_pred, c["bootstrap"], c["seed"]),
+                         "gain_vs_hard": float(correct.mean() - correct_hard.mean()), "gain_ci_low": low,
+                         "gain_ci_high": high, "train_texts": info.get("train_texts", train_size),
+                         "train_seconds": info["train_seconds"], "params": info["params"]})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def markdown(run: Run, table: pd.DataFrame, command: str) -> str:
+    c = run.cfg["eval"]
+    texts, gold = datasets.texts_labels(run.split(), "test")
+    teacher = evaluate(gold, logits_of(run.soft_labels(), "test"), None, c["bootstrap"], c["seed"])
+    transfer = run.stage_info("transfer")
+    lines = [f"# Distillation ablation: {run.profile} profile", "",
+             f"Data `{run.cfg['data']['name']}`, {len(gold):,} test examples; teacher `{run.cfg['teacher']['model']}` "
+             f"{teacher['accuracy']:.4f} [{teacher['ci_low']:.4f}, {teacher['ci_high']:.4f}].",
+             f"Transfer set: {transfer['rows']:,} texts ({transfer['augmented']:,} augmented, "
+             f"{transfer['unlabelled']:,} unlabelled), labelled by the teacher in {transfer['label_seconds']:.0f}s "
+             f"({transfer['texts_per_second']:.0f} texts/s).",
+             f"Made by `{command}`. Accuracy [bootstrap 95% CI] on the test split:", "",
+             "| student | " + " | ".join(VARIANTS) + " |", "|---" * (len(VARIANTS) + 1) + "|"]
+    for name, rows in table.groupby("student", sort=False):
+        cells = {r.variant: f"{r.accuracy:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]" for r in rows.itertuples()}
+        lines.append(f"| {name} | " + " | ".join(cells.get(v, "—") for v in VARIANTS) + " |")
+    lines += ["", "Best variant per student against its hard-label twin (gain with a paired bootstrap 95% CI; "
+              "'beats' = gain larger than the hard twin's CI half-width):", "",
+              "| student | best variant | gain | gain 95% CI | beats hard |", "|---|---|---|---|---|"]
+    for name, rows in table.groupby("student", sort=False):
+        hard = rows[rows["variant"] == "hard"].iloc[0]
+        best = rows.loc[rows["accuracy"].idxmax()]
+        half_width = (hard["ci_high"] - hard["ci_low"]) / 2
+        beats = "yes" if best["gain_vs_hard"] > half_width else "no"
+        lines.append(f"| {name} | {best['variant']} | {best['gain_vs_hard']:+.4f} | "
+                     f"[{best['gain_ci_low']:+.4f}, {best['gain_ci_high']:+.4f}] | {beats} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_ablation(run: Run, command: str = "python -m distill.ablation") -> pd.DataFrame:
+    build_all(run)
+    table = ablation_table(run)
+    run.reports.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run.reports / "ablation.csv") as path:
+        table.to_csv(path, index=False, float_format="%.4f")
+    write_text(run.reports / "ablation.md", markdown(run, table, command))
+    return table
+
+
+def main(argv=None) -> int:
+    from .cli import config_from_args, parser
+
+    p = parser()
+    p.prog = "python -m distill.ablation"
+    p.description = ("Hard labels vs. soft targets vs. soft targets + augmented transfer set vs. + teacher annealing, "
+                     "for each student of [ablation] students; writes reports/<profile>/ablation.csv and .md.")
+    p.epilog = None
+    p._option_string_actions["--students"].help = "comma-separated students (overrides ablation.students)"
+    args = p.parse_args(argv)
+    started = time.time()
+    try:
+        from tabulate import tabulate
+
+        students, args.students = args.students, None
+        cfg = config_from_args(args)
+        if students is not None:
+            cfg["ablation"]["students"] = [n.strip() for n in students.split(",") if n.strip()]
+        run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet)
+        command = " ".join(["python -m distill.ablation", *(sys.argv[1:] if argv is None else argv)])
+        table = run_ablation(run, command)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stages and labelled chunks are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    shown = table[["student", "variant", "accuracy", "ci_low", "ci_high", "gain_vs_hard", "train_texts",
+                   "train_seconds"]]
+    print()
+    print(tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".4f"))
+    print(f"\nwrote {run.reports / 'ablation.csv'} and ablation.md in {time.time() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

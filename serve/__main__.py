@@ -1,0 +1,54 @@
+"""`python -m serve`: load a profile's models once, then serve the comparison page and API with uvicorn."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from distill.config import available_profiles
+from distill.errors import UserError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serve", description="A web page and JSON API comparing the teacher "
+                                "with every student of a profile's run, one text or a batch at a time.")
+    p.add_argument("--profile", default="default", help=f"config profile: {', '.join(available_profiles())} "
+                   "(default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--artifacts", default="artifacts", help="artifact root (default: %(default)s)")
+    p.add_argument("--reports", default="reports", help="report root (default: %(default)s)")
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    import uvicorn
+
+    from .app import create_app
+    from .models import load_profile
+
+    print(f"profile {args.profile}: loading models from {args.artifacts}/{args.profile}", flush=True)
+    try:
+        loaded = load_profile(args.profile, args.artifacts, args.reports, log=lambda line: print(line, flush=True))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(loaded.predictors)} model(s) loaded, {len(loaded.missing)} missing", flush=True)
+    if not is_loopback(args.host):
+        print(f"warning: binding {args.host} makes the page reachable from other machines", file=sys.stderr)
+    app = create_app(loaded.predictors, loaded.examples, loaded.labels, loaded.missing, loaded.profile)
+    print(f"serving http://{args.host}:{args.port}/  (API docs: http://{args.host}:{args.port}/docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Run texts through the selected Predictors and compare each with the teacher: latency, speedup, cosine
+similarity and KL divergence of the probabilities, and whether the predicted labels agree."""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import numpy as np
+
+from bench.predictor import Predictor
+
+EPS = 1e-12
+
+
+class UnknownModels(ValueError):
+    pass
+
+
+def cosine(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (n, k) probability arrays."""
+    norms = np.maximum(np.linalg.norm(p, axis=1) * np.linalg.norm(q, axis=1), EPS)
+    return (p * q).sum(axis=1) / norms
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise KL(p || q) in nats, p being the teacher's probabilities."""
+    p, q = np.clip(p, EPS, 1.0), np.clip(q, EPS, 1.0)
+    return np.maximum((p * np.log(p / q)).sum(axis=1), 0.0)
+
+
+def timed(predictor: Predictor, texts: list[str], repeats: int) -> tuple[np.ndarray, float]:
+    """Probabilities and the median wall time (ms) of `repeats` end-to-end calls (tokenising included)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        proba = predictor.predict_proba(texts)
+        times.append((time.perf_counter() - started) * 1000)
+    return np.asarray(proba, dtype=np.float64), statistics.median(times)
+
+
+class Engine:
+    """The loaded predictors by name. The teacher (first of kind "teacher") always runs: it is the reference."""
+
+    def __init__(self, predictors: list[Predictor]):
+        self.predictors = {p.name: p for p in predictors}
+        self.teacher = next((p for p in predictors if p.kind == "teacher"), None)
+        # One inference at a time: concurrent torch calls on a few cores would fight for them and the latencies
+        # shown would measure the contention, not the model.
+        self._lock = threading.Lock()
+
+    def select(self, names: list[str] | None) -> list[Predictor]:
+        """The teacher first, then the named predictors (all when `names` is None) in load order."""
+        if names is None:
+            names = list(self.predictors)
+        unknown = [n for n in names if n not in self.predictors]
+        if unknown:
+            raise UnknownModels(unknown)
+        wanted = set(names)
+        return [p for p in self.predictors.values() if p is self.teacher or p.name in wanted]
+
+    def compare(self, text: str, names: list[str] | None, repeats: int) -> list[dict]:
+        selected = self.select(names)
+        with self._lock:
+            outputs = {p.name: timed(p, [text], repeats) for p in selected}
+        reference = outputs.get(self.teacher.name) if self.teacher else None
+        rows = []
+        for p in selected:
+            proba, ms = outputs[p.name]
+            row = {**describe(p), "label": p.labels[int(proba[0].argmax())],
+                   "probabilities": [round(float(x), 6) for x in proba[0]], "latency_ms": round(ms, 3),
+                   "speedup": None, "cosine": None, "kl": None, "agrees": None}
+            if reference is not None and reference[0].shape == proba.shape:
+                ref_proba, ref_ms = reference
+                row.update(speedup=round(ref_ms / max(ms, 1e-6), 2),
+                           cosine=round(float(cosine(ref_proba, proba)[0]), 6),
+                           kl=round(float(kl_divergence(ref_proba, proba)[0]), 6),
+                           agrees=bool(ref_proba[0].argmax() == proba[0].argmax()))
+            rows.append(row)
+        return rows
+
+    def compare_batch(self, texts: list[str], gold: list[int] | None, names: list[str] | None) -> list[dict]:
+        """Per model: accuracy on `gold` (when given), agreement with the teacher and the time of one batched call."""
+        selected = self.select(names)
+        with self._lock:
+            outputs = {p.name: timed(p, texts, 1) for p in selected}
+        reference = outputs.get(self.teacher.name) if self.teacher else None
+        rows = []
+        for p in selected:
+            proba, ms = outputs[p.name]
+            predicted = proba.argmax(axis=1)
+            row = {**describe(p), "examples": len(texts),
+                   "accuracy": round(float(np.mean(predicted == np.asarray(gold))), 6) if gold else None,
+                   "total_ms": round(ms, 3), "ms_per_example": round(ms / len(texts), 4),
+                   "speedup": None, "agreement": None, "mean_cosine": None, "mean_kl": None}
+            if reference is not None and reference[0].shape == proba.shape:
+                ref_proba, ref_ms = reference
+                row.update(speedup=round(ref_ms / max(ms, 1e-6), 2),
+                           agreement=round(float(np.mean(ref_proba.argmax(axis=1) == predicted)), 6),
+                           mean_cosine=round(float(cosine(ref_proba, proba).mean()), 6),
+                           mean_kl=round(float(kl_divergence(ref_proba, proba).mean()), 6))
+            rows.append(row)
+        return rows
+
+
+def describe(p: Predictor) -> dict:
+    return {"name": p.name, "model": p.model, "backend": p.backend, "kind": p.kind}

@@ -1,0 +1,113 @@
+"""Load the models of a run once, at start-up, one by one: a model that fails is reported as missing with its
+reason and the others still serve."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+from bench.predictor import Predictor
+from bench.zoo import open_run, student_predictor, teacher_predictor
+from distill.errors import UserError
+from distill.pipeline import Run
+from distill.students import AveragingEnsemble
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Missing:
+    name: str
+    reason: str
+
+
+@dataclass
+class Loaded:
+    profile: str
+    predictors: list[Predictor] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)
+
+
+def model_loaders(run: Run) -> list[tuple[str, Callable[[], list[Predictor]]]]:
+    """What serve loads, in order, as (name, load) pairs; `load()` returns one or more Predictors or raises.
+
+    The same models as `bench.zoo.native_predictors`, split per model so one failure does not hide the rest.
+    To serve more variants (exported ONNX, int8, ...) append a pair whose `load` returns them.
+    """
+    labels = run.labels()
+    students = {}   # model id -> fitted estimator, filled as student loaders succeed; ensembles reuse them
+
+    def student(model_id):
+        students[model_id] = run.student(model_id)
+        return [student_predictor(model_id, students[model_id], labels)]
+
+    def ensemble(mode, wanted):
+        members = [(m, students[m]) for m in wanted if m in students]
+        if len(members) < 2:
+            absent = ", ".join(m for m in wanted if m not in students)
+            raise UserError(f"needs two or more of its members {', '.join(wanted)}, but {absent} did not load")
+        return [student_predictor(f"ensemble-{mode}", AveragingEnsemble.from_fitted(members), labels)]
+
+    loaders = [("teacher", lambda: [teacher_predictor(run)])]
+    loaders += [(model_id, partial(student, model_id)) for model_id in run.student_names()]
+    names = run.cfg["students"]["names"]
+    for mode in run.cfg["students"]["modes"]:
+        wanted = [f"{n}-{mode}" for n in run.cfg["students"].get("ensemble", []) if n in names]
+        if len(wanted) >= 2:
+            loaders.append((f"ensemble-{mode}", partial(ensemble, mode, wanted)))
+    return loaders
+
+
+def load_run(run: Run, log=print, n_examples: int = 8) -> Loaded:
+    """Every model of `run`, warmed up on one test sentence, with a progress line per model."""
+    try:
+        labels = run.labels()
+        examples = pick_examples(run.split(), labels, n_examples)
+        loaders = model_loaders(run)
+    except UserError as exc:
+        log(f"no models: {exc}")
+        return Loaded(run.profile, missing=[Missing("every model", str(exc))])
+    loaded = Loaded(run.profile, labels=labels, examples=examples)
+    warmup = examples[0].text if examples else "a warm-up sentence"
+    for i, (name, load) in enumerate(loaders, 1):
+        started = time.perf_counter()
+        try:
+            predictors = load()
+            for p in predictors:
+                check_predictor(p, warmup, len(labels))
+        except Exception as exc:  # whatever breaks one model (bad pickle, missing file, shape) must not stop the rest
+            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            loaded.missing.append(Missing(name, reason))
+            log(f"[{i}/{len(loaders)}] {name}: MISSING ({reason})")
+            continue
+        loaded.predictors += predictors
+        log(f"[{i}/{len(loaders)}] {name}: loaded {', '.join(p.name for p in predictors)} "
+            f"in {time.perf_counter() - started:.1f}s")
+    return loaded
+
+
+def load_profile(profile: str, artifacts="artifacts", reports="reports", log=print) -> Loaded:
+    """The models of `profile`'s run under artifacts/<profile>/. An unknown profile raises UserError."""
+    return load_run(open_run(profile, artifacts, reports), log=log)
+
+
+def check_predictor(predictor: Predictor, text: str, n_labels: int) -> None:
+    """One prediction (which also warms caches up) that must give one probability per label."""
+    proba = predictor.predict_proba([text])
+    if proba.shape != (1, n_labels):
+        raise UserError(f"returns probabilities of shape {proba.shape}, expected (1, {n_labels})")
+
+
+def pick_examples(split, labels: list[str], n: int) -> list[Example]:
+    """Up to `n` short test sentences, about as many of each label, the same ones every start."""
+    test = split[(split["split"] == "test") & (split["text"].str.len() <= 200)]
+    per_label = max(1, n // max(1, len(labels)))
+    picked = test.sample(frac=1.0, random_state=0).groupby("label").head(per_label).head(n)
+    return [Example(row.text, labels[int(row.label)]) for row in picked.itertuples()]

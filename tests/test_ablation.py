@@ -1,0 +1,74 @@
+"""The ablation end to end on the tiny run: every stage it needs, then reports/<profile>/ablation.csv and .md."""
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill import ablation
+from distill.pipeline import Run
+
+FAST = {"transformer": {"max_steps": 4, "max_length": 24, "batch_size": 16},
+        "bilstm": {"epochs": 1}}
+
+
+@pytest.fixture(scope="module")
+def ablation_run(tiny_run):
+    """The tiny run's artifacts (data, teacher, soft labels, students are reused from its cache), fast settings."""
+    cfg = copy.deepcopy(tiny_run.cfg)
+    cfg["ablation"]["anneal"] = ["tfidf_lr", "bilstm", "transformer"]
+    cfg["ablation"].update(FAST)
+    cfg["students"]["transformer"].update(FAST["transformer"])
+    return Run("tiny", cfg, tiny_run.dir.parent, tiny_run.reports.parent, progress=False, log=lambda *_: None)
+
+
+def test_ablation_writes_csv_and_markdown(ablation_run):
+    table = ablation.run_ablation(ablation_run, "python -m distill.ablation --profile tiny")
+    written = pd.read_csv(ablation_run.reports / "ablation.csv")
+    assert list(written.columns) == ablation.COLUMNS and len(written) == len(table)
+    variants = written.groupby("student")["variant"].apply(list).to_dict()
+    assert variants["tfidf_lr"] == list(ablation.VARIANTS)
+    assert variants["nb"] == ["hard", "soft", "soft+aug"]  # not in ablation.anneal
+    assert set(variants) == {"tfidf_lr", "tfidf_ridge", "nb", "bilstm", "transformer"}
+    assert ((written["ci_low"] <= written["accuracy"]) & (written["accuracy"] <= written["ci_high"])).all()
+    assert (written.loc[written["variant"] == "hard", "gain_vs_hard"] == 0).all()
+    assert ((written["gain_ci_low"] <= written["gain_vs_hard"] + 1e-9)
+            & (written["gain_vs_hard"] <= written["gain_ci_high"] + 1e-9)).all()
+    transfer_rows = ablation_run.stage_info("transfer")["rows"]
+    train = int((ablation_run.split()["split"] == "train").sum())
+    augmented = written[written["variant"].str.contains("aug")]
+    assert (augmented["train_texts"] == train + transfer_rows).all()
+    assert (written.loc[~written["variant"].str.contains("aug"), "train_texts"] == train).all()
+    md = (ablation_run.reports / "ablation.md").read_text()
+    assert "| tfidf_lr |" in md and "python -m distill.ablation --profile tiny" in md and "Transfer set:" in md
+
+
+def test_annealing_is_real_for_neural_students_and_a_fixed_mix_for_linear_ones(ablation_run):
+    assert ablation_run.student("bilstm-annealed").anneal is True
+    assert ablation_run.student("transformer-annealed").anneal is True
+    assert ablation_run.student("bilstm-augmented").anneal is False
+    assert "mix" in ablation_run.stage_info("students/tfidf_lr-annealed")["annealing"]
+
+
+def test_second_run_is_all_cached(ablation_run):
+    built = []
+    run = Run("tiny", ablation_run.cfg, ablation_run.dir.parent, ablation_run.reports.parent, progress=False,
+              log=lambda line: built.append(line) if "built" in line else None)
+    ablation.run_ablation(run)
+    assert built == []
+
+
+def test_paired_gain_interval_brackets_the_gain():
+    rng = np.random.default_rng(0)
+    hard = rng.random(500) < 0.7
+    better = hard | (rng.random(500) < 0.2)
+    low, high = ablation.paired_gain_ci(better, hard)
+    assert 0 < low <= better.mean() - hard.mean() <= high
+
+
+def test_cli_rejects_an_unknown_student_in_one_line(tmp_path, capsys):
+    code = ablation.main(["--profile", "smoke", "--students", "tfidf_lr,nope", "--artifacts", str(tmp_path / "a"),
+                          "--reports", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "unknown student(s) nope" in err
+    assert not (tmp_path / "a").exists()
