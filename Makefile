@@ -11,6 +11,9 @@ ARGS ?=
 
 help:
 	@echo "make distill [PROFILE=default|smoke|full]  train teacher and students, write reports/<profile>/accuracy.csv"
+	@echo "make bench [PROFILE=...]                 export every model, time it (reports/<profile>/bench.json)"
+	@echo "make report [BUDGET_MS=5] [MAX_DROP=1]    distill + bench + reports/<profile>/report.{md,html}, pareto.png"
+	@echo "make gate                                 speedup-regression gate on the smoke profile (CI)"
 	@echo "make test                                 run the test suite (what CI runs)"
 	@echo "make serve [PROFILE=...] [PORT=8000]      web page + JSON API comparing teacher and students on 127.0.0.1"
 
@@ -36,3 +39,49 @@ clean-artifacts:
 .PHONY: serve
 serve: setup
 	$(PY) -m serve --profile $(PROFILE) --port $(PORT)
+
+# --- bench / report / gate -------------------------------------------------------------------------------------
+BATCH_SIZES ?= 1,8,32,128
+BENCH_ARGS ?=
+BUDGET_MS ?=
+MAX_DROP ?=
+GATE_VARIANTS := ^teacher/(torch|onnx-int8)$$|-(baseline|distilled)/(sklearn|torch)$$|^bilstm-distilled/onnx$$
+GATE_BENCH := pytest bench -q -p no:cacheprovider --profile smoke --batch-sizes 1,32 --modes e2e \
+	--variants '$(GATE_VARIANTS)' --bench-seconds 0.5 --benchmark-json reports/smoke/gate-bench.json
+
+.PHONY: bench export report gate gate-baseline
+export: distill
+	$(PY) -m bench.export --profile $(PROFILE)
+
+# Export, then time every variant: reports/<profile>/bench.json plus an autosaved run in .benchmarks/
+# (so `pytest bench --benchmark-compare` compares against it).
+bench: export
+	@mkdir -p reports/$(PROFILE)
+	$(PY) -m pytest bench -q -p no:cacheprovider --profile $(PROFILE) --batch-sizes $(BATCH_SIZES) \
+		--benchmark-json reports/$(PROFILE)/bench.json --benchmark-autosave $(BENCH_ARGS)
+
+# The benchmark is re-run only when the exported variants changed (the manifest is rewritten only then).
+reports/%/bench.json: artifacts/%/export/manifest.json
+	@mkdir -p reports/$*
+	$(PY) -m pytest bench -q -p no:cacheprovider --profile $* --batch-sizes $(BATCH_SIZES) \
+		--benchmark-json $@ --benchmark-autosave $(BENCH_ARGS)
+
+report: export
+	$(MAKE) reports/$(PROFILE)/bench.json
+	$(PY) -m bench.report --profile $(PROFILE) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) \
+		$(if $(MAX_DROP),--max-drop $(MAX_DROP))
+
+# CI's speedup-regression gate on the smoke profile: ratios within one run vs bench/baselines/smoke.json.
+gate: setup
+	$(PY) -m distill --profile smoke --quiet
+	$(PY) -m bench.export --profile smoke --quiet --backends onnx,ort-opt,onnx-int8
+	@mkdir -p reports/smoke
+	$(PY) -m $(GATE_BENCH)
+	$(PY) -m bench.gate --profile smoke
+
+gate-baseline: setup
+	$(PY) -m distill --profile smoke --quiet
+	$(PY) -m bench.export --profile smoke --quiet --backends onnx,ort-opt,onnx-int8
+	@mkdir -p reports/smoke
+	$(PY) -m $(GATE_BENCH)
+	$(PY) -m bench.gate --profile smoke --update

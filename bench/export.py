@@ -8,6 +8,7 @@ recorded in the manifest; the other variants go on.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -155,7 +156,7 @@ def score(pred, texts, gold, teacher_probs, reference=None, eval_cfg=None) -> di
     return out
 
 
-def export_all(run: Run, models_filter=None, log=print, progress=True) -> list[dict]:
+def export_all(run: Run, models_filter=None, log=print, progress=True, backends_filter=None) -> list[dict]:
     """Export, validate and score every variant; write artifacts/<profile>/export/manifest.json."""
     split = run.split()
     texts, gold = datasets.texts_labels(split, "test")
@@ -172,6 +173,9 @@ def export_all(run: Run, models_filter=None, log=print, progress=True) -> list[d
         plan += [(model_id, estimator, family, b) for b in BACKENDS.get(family, [])]
         if model_id == "teacher":
             plan += [(model_id, estimator, family, b) for b in cuda_backends()]
+    if backends_filter:
+        plan = [item for item in plan if item[3] in backends_filter or item[3] == item[2] or
+                item[3] == NATIVE_BACKEND.get(item[2], "native")]
     reason = gpu_skip_reason()
     if reason:
         log(f"  note: {reason}")
@@ -211,15 +215,16 @@ def export_all(run: Run, models_filter=None, log=print, progress=True) -> list[d
             entry.update(status="failed", error=message, traceback=traceback.format_exc(limit=3))
         entries.append(entry)
     manifest = run.dir / "export" / "manifest.json"
-    if models_filter and manifest.exists():  # a partial export keeps the other models' entries
-        kept = [e for e in read_manifest(manifest)["variants"] if e["model"] not in models_filter]
-        entries = kept + entries
-    write_json(manifest, {"profile": run.profile, "variants": entries, "gpu_skip_reason": reason})
+    if (models_filter or backends_filter) and manifest.exists():  # a partial export keeps the other entries
+        done = {(e["model"], e["backend"]) for e in entries}
+        entries = [e for e in read_manifest(manifest)["variants"] if (e["model"], e["backend"]) not in done] + entries
+    content = {"profile": run.profile, "variants": entries, "gpu_skip_reason": reason}
+    if not manifest.exists() or read_manifest(manifest) != json.loads(json.dumps(content, default=str)):
+        write_json(manifest, content)  # unchanged content keeps its mtime, so `make` sees nothing new
     return entries
 
 
 def read_manifest(path: Path) -> dict:
-    import json
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -240,12 +245,14 @@ def main(argv=None) -> int:
                                 "its test accuracy. Results: artifacts/<profile>/export/manifest.json.")
     p.add_argument("--profile", default="default")
     p.add_argument("--models", help="comma-separated model ids (default: all)")
+    p.add_argument("--backends", help="comma-separated exported backends (default: all; native ones always)")
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
         run = zoo.open_run(args.profile, args.artifacts)
-        entries = export_all(run, args.models.split(",") if args.models else None, progress=not args.quiet)
+        entries = export_all(run, args.models.split(",") if args.models else None, progress=not args.quiet,
+                             backends_filter=args.backends.split(",") if args.backends else None)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,15 +3,36 @@
 mode `e2e`: raw text in, probabilities out (tokenising/vectorising included).
 mode `model`: the model alone, on input prepared beforehand.
 """
+import os
+
 import numpy as np
 
 from .guard import guarded_benchmark
+
+
+def planted_slowdown(name: str) -> int:
+    """BENCH_PLANT_SLOWDOWN="model/backend=2" makes that variant do its work twice: how tests prove the gate bites."""
+    spec = os.environ.get("BENCH_PLANT_SLOWDOWN", "")
+    target, _, factor = spec.partition("=")
+    return int(factor or 1) if target == name else 1
+
+
+def repeated(fn, times: int):
+    if times == 1:
+        return fn
+
+    def slowed(arg):
+        for _ in range(times - 1):
+            fn(arg)
+        return fn(arg)
+    return slowed
 
 
 def test_latency(benchmark, bench_context, variant, batch_size, mode):
     pred, rss_mb = bench_context.predictor(variant)
     texts = bench_context.batch(batch_size)
     fn, arg = (pred.predict_proba, texts) if mode == "e2e" else (pred.run, pred.prepare(texts))
+    fn = repeated(fn, planted_slowdown(pred.name))
     benchmark.group = f"batch {batch_size:>3} {mode}"
     config = bench_context.config
     guard = guarded_benchmark(benchmark, fn, arg, bench_context.wait_budget, target_seconds=config.getoption("--bench-seconds"),

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from .errors import UserError
 
@@ -48,20 +49,18 @@ def glove_neighbours(vocabulary: Iterable[str], top_k: int = 10, vocab_size: int
             if len(rows) == vocab_size:
                 break
     common = [glove_words[i] for i in rows]
-    unit = np.asarray(vectors[rows], dtype=np.float32)
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True) + 1e-8
+    unit = torch.from_numpy(np.asarray(vectors[rows], dtype=np.float32))
+    unit = unit / (unit.norm(dim=1, keepdim=True) + 1e-8)
     position = {w: i for i, w in enumerate(common)}
     wanted = sorted({w.lower() for w in vocabulary} & position.keys())
     k = min(top_k, len(common) - 1)
     out = {}
     for start in range(0, len(wanted), chunk):
         batch = wanted[start:start + chunk]
-        ids = np.array([position[w] for w in batch])
+        ids = torch.tensor([position[w] for w in batch])
         sims = unit[ids] @ unit.T
-        sims[np.arange(len(batch)), ids] = -np.inf  # a word is not its own neighbour
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
-        for word, row in zip(batch, np.take_along_axis(top, order, axis=1)):
+        sims[torch.arange(len(batch)), ids] = -torch.inf  # a word is not its own neighbour
+        for word, row in zip(batch, sims.topk(k, dim=1).indices.tolist()):
             out[word] = [common[j] for j in row]
     return out
 

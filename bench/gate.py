@@ -1,0 +1,121 @@
+"""`python -m bench.gate`: fail when a speedup ratio regresses against the committed baseline.
+
+Absolute times on shared CI machines are noise, so the gate compares ratios measured inside one benchmark run:
+each student against the teacher in PyTorch eager, and each optimised backend against the same model's native
+backend. A ratio is the geometric mean over the batch sizes timed (end to end). It regresses when it falls below
+baseline / tolerance; the default tolerance 1.6 lets ordinary noise pass and still catches a 2x slowdown.
+
+    python -m bench.gate --profile smoke --bench reports/smoke/gate-bench.json            # check
+    python -m bench.gate --profile smoke --bench reports/smoke/gate-bench.json --update   # new baseline
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from distill.atomic import write_json
+from distill.errors import UserError
+
+from .exporters import NATIVE_BACKEND
+from .results import read_bench, timings
+
+BASELINE_DIR = Path(__file__).resolve().parent / "baselines"
+DEFAULT_TOLERANCE = 1.6
+TEACHER = ("teacher", "torch")
+
+
+def ratios(bench: dict) -> dict[str, float]:
+    """Speedup ratios of one run: {"<model>/<backend> vs <reference>": geometric-mean ratio}."""
+    t = timings(bench)
+    t = t[t["mode"] == "e2e"] if (t["mode"] == "e2e").any() else t
+    median = {(r.model, r.backend, r.batch_size): r.median_ms for r in t.itertuples()}
+    natives = {m: b for (m, b, _) in median if b in NATIVE_BACKEND.values()}
+    out: dict[str, list[float]] = {}
+    for (model, backend, batch), ms in median.items():
+        if (model, backend) == TEACHER:
+            continue
+        if backend in NATIVE_BACKEND.values() and model != "teacher":
+            ref = (*TEACHER, batch)
+        else:
+            ref = (model, natives.get(model), batch)
+        if ref in median:
+            out.setdefault(f"{model}/{backend} vs {ref[0]}/{ref[1]}", []).append(median[ref] / ms)
+    return {key: math.exp(sum(map(math.log, vals)) / len(vals)) for key, vals in sorted(out.items())}
+
+
+def compare(current: dict, baseline: dict, tolerance: float):
+    """Rows for every baseline ratio, and the keys that regressed."""
+    rows, regressed = [], []
+    for key, base in baseline.items():
+        now = current.get(key)
+        if now is None:
+            rows.append({"ratio": key, "baseline": base, "now": None, "change": None, "status": "not measured"})
+            continue
+        bad = now < base / tolerance
+        rows.append({"ratio": key, "baseline": base, "now": now, "change": f"{now / base - 1:+.0%}",
+                     "status": "REGRESSED" if bad else "ok"})
+        if bad:
+            regressed.append(key)
+    return rows, regressed
+
+
+def baseline_path(profile: str) -> Path:
+    return BASELINE_DIR / f"{profile}.json"
+
+
+def load_baseline(profile: str, path: Path | None = None) -> dict:
+    import json
+    path = path or baseline_path(profile)
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"no speedup baseline at {path}; create one with `make gate-baseline PROFILE={profile}`") \
+            from None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="smoke")
+    p.add_argument("--bench", help="pytest-benchmark JSON (default: reports/<profile>/gate-bench.json)")
+    p.add_argument("--baseline", help=f"baseline file (default: {BASELINE_DIR.name}/<profile>.json in bench/)")
+    p.add_argument("--tolerance", type=float, help=f"allowed slowdown factor of a ratio (default {DEFAULT_TOLERANCE},"
+                   " or the baseline's own)")
+    p.add_argument("--update", action="store_true", help="write the current ratios as the new baseline")
+    args = p.parse_args(argv)
+    bench_path = Path(args.bench or f"reports/{args.profile}/gate-bench.json")
+    target = Path(args.baseline) if args.baseline else baseline_path(args.profile)
+    try:
+        bench = read_bench(bench_path)
+        current = ratios(bench)
+        if not current:
+            raise UserError(f"{bench_path} has no ratio to gate: it needs the teacher/torch cases and students")
+        if args.update:
+            machine = bench.get("machine_info", {})
+            write_json(target, {"profile": args.profile, "tolerance": args.tolerance or DEFAULT_TOLERANCE,
+                                "ratios": current, "cpu": machine.get("cpu_model"),
+                                "threads": machine.get("threads"), "datetime": bench.get("datetime")})
+            print(f"wrote {len(current)} ratios to {target}")
+            return 0
+        baseline = load_baseline(args.profile, target)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tolerance = args.tolerance or baseline.get("tolerance", DEFAULT_TOLERANCE)
+    rows, regressed = compare(current, baseline["ratios"], tolerance)
+    print(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".2f"))
+    if regressed:
+        print(f"\nspeedup regression: {len(regressed)} ratio(s) fell below baseline / {tolerance:g}:")
+        for key in regressed:
+            print(f"  {key}")
+        return 1
+    print(f"\nno speedup regression ({len(rows)} ratios within baseline / {tolerance:g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

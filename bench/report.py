@@ -1,0 +1,188 @@
+"""`python -m bench.report`: the accuracy-vs-latency report of a profile, in reports/<profile>/.
+
+results.csv (every model x backend x batch size), report.md (headline tables, Pareto marks, summary, machine),
+pareto.png (accuracy with CI vs batch-1 latency), report.html (one self-contained page, plot embedded).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from distill.atomic import atomic_path, write_text
+from distill.errors import UserError
+
+from .export import read_manifest
+from .results import FAMILY_NAMES, join, pareto_front, pick, read_bench
+
+HEADLINE = ["model", "backend", "kind", "accuracy", "ci", "median_ms", "p90_ms", "speedup", "size_mb", "pareto"]
+MARKERS = {"transformer": "*", "bilstm": "s", "sklearn": "o", "ensemble": "D"}
+
+
+def headline(table: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    rows = table[table["batch_size"] == batch_size].copy()
+    if rows.empty:
+        return rows
+    rows["pareto"] = pareto_front(rows).map({True: "★", False: ""})
+    rows["ci"] = rows.apply(lambda r: f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", axis=1)
+    rows.loc[rows["contended"].astype(bool), "median_ms"] = rows["median_ms"]  # kept, flagged below
+    rows["backend"] = rows.apply(lambda r: r.backend + (" (under load)" if r.contended else ""), axis=1)
+    return rows.sort_values("median_ms")[HEADLINE]
+
+
+def summary(table: pd.DataFrame) -> list[str]:
+    """One sentence per student model: accuracy kept (with CI) and latency fraction at batch 1, fastest backend."""
+    b1 = table[table["batch_size"] == 1]
+    teacher = b1[(b1["model"] == "teacher") & (b1["backend"] == "torch")]
+    if teacher.empty:
+        return []
+    t_acc, t_ms = teacher["accuracy"].iloc[0], teacher["median_ms"].iloc[0]
+    lines = []
+    for model, rows in b1[b1["kind"] != "teacher"].groupby("model", sort=False):
+        best = rows.sort_values("median_ms").iloc[0]
+        lines.append(f"{model} ({best.backend}) keeps {best.accuracy / t_acc:.1%} "
+                     f"[95% CI {best.ci_low / t_acc:.1%}–{best.ci_high / t_acc:.1%}] of the teacher's accuracy "
+                     f"at 1/{t_ms / best.median_ms:.0f} of its batch-1 latency ({best.median_ms:.2f} ms vs "
+                     f"{t_ms:.1f} ms).")
+    fastest_teacher = b1[b1["model"] == "teacher"].sort_values("median_ms").iloc[0]
+    lines.append(f"The teacher itself runs {t_ms / fastest_teacher.median_ms:.1f}x faster as "
+                 f"{fastest_teacher.backend} ({fastest_teacher.median_ms:.1f} ms, accuracy "
+                 f"{fastest_teacher.accuracy:.2%} vs {t_acc:.2%} in PyTorch eager).")
+    return lines
+
+
+def plot(table: pd.DataFrame, path: Path, batch_size: int = 1) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table[table["batch_size"] == batch_size].copy()
+    rows["pareto"] = pareto_front(rows)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for family, group in rows.groupby("family"):
+        students = group[group["kind"] != "teacher"]
+        if not students.empty:
+            ax.errorbar(students["median_ms"], students["accuracy"],
+                        yerr=[students["accuracy"] - students["ci_low"], students["ci_high"] - students["accuracy"]],
+                        fmt=MARKERS.get(family, "o"), ms=7, capsize=3, alpha=0.8,
+                        label=FAMILY_NAMES.get(family, family))
+    teacher = rows[rows["kind"] == "teacher"]
+    ax.errorbar(teacher["median_ms"], teacher["accuracy"],
+                yerr=[teacher["accuracy"] - teacher["ci_low"], teacher["ci_high"] - teacher["accuracy"]],
+                fmt="*", ms=16, color="crimson", capsize=3, label="teacher (all backends)", zorder=5)
+    front = rows[rows["pareto"]].sort_values("median_ms")
+    ax.step(front["median_ms"], front["accuracy"], where="post", color="black", lw=1, ls="--", label="Pareto front")
+    for r in front.itertuples():
+        ax.annotate(f"{r.model}/{r.backend}", (r.median_ms, r.accuracy), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"median latency at batch {batch_size}, end to end (ms, log scale)")
+    ax.set_ylabel("test accuracy (95% bootstrap CI)")
+    ax.set_title("Accuracy vs latency")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def machine_lines(bench: dict) -> list[str]:
+    m = bench.get("machine_info", {})
+    versions = ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v)
+    return [f"CPU: {m.get('cpu_model')} ({m.get('cpu_count')} cores; {' '.join(m.get('cpu_flags', []))})",
+            f"threads: {m.get('threads')}", f"CUDA: {m.get('cuda') or 'none'}",
+            f"Python {m.get('python_version')}; {versions}",
+            f"commit {m.get('git_commit')}, benchmarked {bench.get('datetime', '')}"]
+
+
+def markdown(profile, table, bench, picks, gpu_note) -> str:
+    parts = [f"# Accuracy vs latency — profile `{profile}`", ""]
+    parts += ["## Summary", ""] + [f"- {line}" for line in summary(table)] + [""]
+    if picks:
+        parts += ["## Pick for me", ""] + [f"- {p}" for p in picks] + [""]
+    for b in (1, 32):
+        rows = headline(table, b)
+        if rows.empty:
+            continue
+        parts += [f"## Batch {b}, end to end (tokenising included), sorted by latency; ★ = Pareto-optimal", "",
+                  tabulate(rows, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"), ""]
+    if table["contended"].any():
+        parts += ["Rows marked *(under load)* were measured while other processes used the CPU and could not be "
+                  "re-measured cleanly; treat them with care.", ""]
+    if gpu_note:
+        parts += [f"GPU: {gpu_note}", ""]
+    parts += ["## Machine", ""] + [f"- {line}" for line in machine_lines(bench)] + [""]
+    parts += ["All rows: `results.csv`. Plot: `pareto.png`.", ""]
+    return "\n".join(parts)
+
+
+def html_page(profile, md_text, table, png: Path) -> str:
+    image = base64.b64encode(png.read_bytes()).decode()
+    tables = []
+    for b in sorted(table["batch_size"].unique()):
+        rows = headline(table, b)
+        tables.append(f"<h2>Batch {b}, end to end</h2>" + rows.to_html(index=False, classes="results",
+                                                                        float_format=lambda x: f"{x:.4g}"))
+    summary_items = "".join(f"<li>{html.escape(line)}</li>" for line in summary(table))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>my-bert-is-too-big — {html.escape(profile)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;font-size:13px;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:3px 7px}}
+th{{background:#f3f3f3}}img{{max-width:100%}}</style></head>
+<body><h1>Accuracy vs latency — profile {html.escape(profile)}</h1>
+<ul>{summary_items}</ul>
+<img id="pareto" alt="accuracy vs latency, Pareto front" src="data:image/png;base64,{image}">
+{''.join(tables)}
+<details><summary>Report as Markdown</summary><pre>{html.escape(md_text)}</pre></details>
+</body></html>
+"""
+
+
+def build_report(profile: str, artifacts="artifacts", reports="reports", budget_ms=None, max_drop=None) -> dict:
+    out = Path(reports) / profile
+    manifest = read_manifest(Path(artifacts) / profile / "export" / "manifest.json")
+    bench = read_bench(out / "bench.json")
+    table = join(manifest, bench)
+    picks = []
+    for kwargs in ({"budget_ms": budget_ms}, {"max_drop": max_drop}):
+        if next(iter(kwargs.values())) is not None:
+            picks.append(pick(table, **kwargs)[1])
+    with atomic_path(out / "results.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    plot(table, out / "pareto.png")
+    md_text = markdown(profile, table, bench, picks, manifest.get("gpu_skip_reason"))
+    write_text(out / "report.md", md_text)
+    write_text(out / "report.html", html_page(profile, md_text, table, out / "pareto.png"))
+    return {"table": table, "picks": picks, "markdown": md_text, "dir": out}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.report", description="Write reports/<profile>/results.csv, "
+                                "report.md, pareto.png and report.html from the export manifest and bench.json.")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--artifacts", default="artifacts")
+    p.add_argument("--reports", default="reports")
+    p.add_argument("--budget-ms", type=float, help="name the most accurate variant whose batch-1 latency fits")
+    p.add_argument("--max-drop", type=float, help="name the fastest variant within this many accuracy points "
+                   "of the teacher")
+    args = p.parse_args(argv)
+    try:
+        result = build_report(args.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary(result["table"])))
+    for line in result["picks"]:
+        print(f"pick: {line}")
+    print(f"wrote {result['dir']}/results.csv, report.md, pareto.png, report.html")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

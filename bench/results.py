@@ -1,0 +1,96 @@
+"""Join accuracy and timings into one table: one row per model x backend x batch size (results.csv)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from distill.errors import UserError
+
+FAMILY_NAMES = {"transformer": "transformer", "bilstm": "BiLSTM", "sklearn": "TF-IDF linear", "ensemble": "ensemble"}
+
+
+def read_bench(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing; run `make bench PROFILE=...` first") from None
+    except ValueError:
+        raise UserError(f"{path} is not valid JSON; rerun `make bench` to rewrite it") from None
+
+
+def timings(bench: dict) -> pd.DataFrame:
+    """One row per benchmark case with its latency statistics (milliseconds) and extra_info."""
+    rows = []
+    for case in bench["benchmarks"]:
+        info = case["extra_info"]
+        guard = info.get("guard") or {}
+        rows.append({
+            "model": info["model"], "backend": info["backend"], "batch_size": info["batch_size"],
+            "mode": info["mode"], "median_ms": case["stats"]["median"] * 1e3, "p90_ms": info.get("p90", np.nan) * 1e3,
+            "throughput_per_s": info.get("throughput_per_s"), "speedup": info.get("speedup_vs_teacher_eager"),
+            "rss_increase_mb": info.get("rss_increase_mb"), "contended": guard.get("contended", False),
+            "other_load_max": guard.get("other_load_max"),
+        })
+    return pd.DataFrame(rows)
+
+
+def join(manifest: dict, bench: dict) -> pd.DataFrame:
+    """results.csv: accuracy facts of each variant (manifest) x end-to-end timings, model-only median beside."""
+    variants = pd.DataFrame([v for v in manifest["variants"] if v["status"] == "ok"])
+    keep = ["model", "backend", "kind", "family", "accuracy", "ci_low", "ci_high", "macro_f1", "agreement",
+            "cosine_to_teacher", "max_abs_diff", "size_bytes", "params"]
+    variants = variants[[c for c in keep if c in variants]]
+    t = timings(bench)
+    if t.empty:
+        raise UserError("the benchmark JSON holds no timed cases")
+    e2e = t[t["mode"] == "e2e"].drop(columns="mode")
+    model_only = t[t["mode"] == "model"][["model", "backend", "batch_size", "median_ms"]]
+    model_only = model_only.rename(columns={"median_ms": "model_only_median_ms"})
+    table = variants.merge(e2e, on=["model", "backend"]).merge(model_only, on=["model", "backend", "batch_size"],
+                                                               how="left")
+    table["size_mb"] = table["size_bytes"] / 1e6
+    teacher = e2e[(e2e["model"] == "teacher") & (e2e["backend"] == "torch")].set_index("batch_size")["median_ms"]
+    table["speedup"] = table["batch_size"].map(teacher) / table["median_ms"]
+    return table.sort_values(["batch_size", "median_ms"]).reset_index(drop=True)
+
+
+def pareto_front(table: pd.DataFrame, x="median_ms", y="accuracy") -> pd.Series:
+    """True where no other row is at least as fast and at least as accurate, and strictly better in one."""
+    xs, ys = table[x].to_numpy(), table[y].to_numpy()
+    optimal = []
+    for i in range(len(table)):
+        dominated = np.any((xs <= xs[i]) & (ys >= ys[i]) & ((xs < xs[i]) | (ys > ys[i])))
+        optimal.append(not dominated)
+    return pd.Series(optimal, index=table.index)
+
+
+def pick(table: pd.DataFrame, budget_ms: float | None = None, max_drop: float | None = None):
+    """Batch-1 choice: the most accurate variant within `budget_ms`, or the fastest within `max_drop` accuracy
+    points of the teacher (PyTorch eager). Returns (row or None, sentence)."""
+    b1 = table[table["batch_size"] == 1]
+    if b1.empty:
+        raise UserError("no batch-1 timings: run the benchmark with batch size 1 to pick a variant")
+    if budget_ms is not None:
+        fits = b1[b1["median_ms"] <= budget_ms]
+        if fits.empty:
+            fastest = b1.sort_values("median_ms").iloc[0]
+            return None, (f"nothing fits {budget_ms:g} ms at batch 1; the fastest is {fastest.model}/"
+                          f"{fastest.backend} at {fastest.median_ms:.2f} ms")
+        row = fits.sort_values(["accuracy", "median_ms"], ascending=[False, True]).iloc[0]
+        return row, (f"most accurate within {budget_ms:g} ms: {row.model}/{row.backend} — accuracy "
+                     f"{row.accuracy:.2%}, {row.median_ms:.2f} ms at batch 1")
+    if max_drop is not None:
+        teacher = b1[(b1["model"] == "teacher") & (b1["backend"] == "torch")]
+        if teacher.empty:
+            raise UserError("the teacher's PyTorch eager row is missing; cannot measure an accuracy drop")
+        floor = teacher["accuracy"].iloc[0] - max_drop / 100
+        ok = b1[b1["accuracy"] >= floor - 1e-12]
+        row = ok.sort_values(["median_ms", "accuracy"], ascending=[True, False]).iloc[0]
+        return row, (f"fastest within {max_drop:g} accuracy points of the teacher: {row.model}/{row.backend} — "
+                     f"accuracy {row.accuracy:.2%}, {row.median_ms:.2f} ms at batch 1 "
+                     f"({row.speedup:.1f}x the teacher)")
+    return None, ""

@@ -1,0 +1,114 @@
+"""reports: the join, the Pareto front, the budget picker and the written files, on a synthetic run."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.report import build_report, summary
+from bench.results import join, pareto_front, pick
+from distill.atomic import write_json
+from distill.errors import UserError
+from distill.metrics import bootstrap_ci
+
+VARIANTS = [  # (model, backend, kind, family, accuracy, batch-1 ms, batch-32 ms)
+    ("teacher", "torch", "teacher", "transformer", 0.85, 20.0, 300.0),
+    ("teacher", "onnx-int8", "teacher", "transformer", 0.84, 5.0, 80.0),
+    ("bilstm-distilled", "torch", "distilled", "bilstm", 0.80, 1.0, 10.0),
+    ("tfidf_lr-baseline", "sklearn", "baseline", "sklearn", 0.76, 0.4, 3.0),
+    ("nb-baseline", "sklearn", "baseline", "sklearn", 0.74, 0.5, 3.5),  # dominated by tfidf_lr
+]
+
+
+def synthetic(tmp_path):
+    manifest = {"profile": "syn", "gpu_skip_reason": "no CUDA device", "variants": [
+        {"model": m, "backend": b, "kind": k, "family": f, "status": "ok", "accuracy": a, "ci_low": a - 0.02,
+         "ci_high": a + 0.02, "macro_f1": a, "agreement": 0.9, "cosine_to_teacher": 0.95, "max_abs_diff": None,
+         "size_bytes": 1e6, "params": 1000} for m, b, k, f, a, *_ in VARIANTS]}
+    manifest["variants"].append({"model": "broken", "backend": "onnx", "status": "failed", "error": "x"})
+    benchmarks = []
+    for m, b, k, f, a, ms1, ms32 in VARIANTS:
+        for batch, ms in ((1, ms1), (32, ms32)):
+            for mode, factor in (("e2e", 1.0), ("model", 0.8)):
+                median = ms * factor / 1e3
+                benchmarks.append({"stats": {"median": median}, "extra_info": {
+                    "model": m, "backend": b, "batch_size": batch, "mode": mode, "p90": median * 1.1,
+                    "throughput_per_s": batch / median, "speedup_vs_teacher_eager": None, "rss_increase_mb": 10,
+                    "guard": {"contended": m == "nb-baseline", "other_load_max": 0.1}}})
+    bench = {"benchmarks": benchmarks, "machine_info": {"cpu_model": "test cpu", "cpu_count": 2}, "datetime": "now"}
+    (tmp_path / "artifacts" / "syn" / "export").mkdir(parents=True)
+    write_json(tmp_path / "artifacts" / "syn" / "export" / "manifest.json", manifest)
+    (tmp_path / "reports" / "syn").mkdir(parents=True)
+    write_json(tmp_path / "reports" / "syn" / "bench.json", bench)
+    return manifest, bench
+
+
+def test_join_has_one_row_per_variant_and_batch(tmp_path):
+    manifest, bench = synthetic(tmp_path)
+    table = join(manifest, bench)
+    assert len(table) == len(VARIANTS) * 2  # failed export left out; e2e rows with model-only beside
+    row = table[(table.model == "teacher") & (table.backend == "torch") & (table.batch_size == 32)].iloc[0]
+    assert row.median_ms == pytest.approx(300.0) and row.model_only_median_ms == pytest.approx(240.0)
+    assert row.accuracy == 0.85 and row.p90_ms == pytest.approx(330.0)
+
+
+def test_pareto_front_marks_only_undominated():
+    df = pd.DataFrame({"median_ms": [20, 5, 1, 0.4, 0.5], "accuracy": [0.85, 0.84, 0.80, 0.76, 0.74]})
+    assert pareto_front(df).tolist() == [True, True, True, True, False]
+    ties = pd.DataFrame({"median_ms": [1.0, 1.0], "accuracy": [0.8, 0.8]})
+    assert pareto_front(ties).tolist() == [True, True]
+
+
+def test_budget_picker(tmp_path):
+    table = join(*synthetic(tmp_path))
+    row, text = pick(table, budget_ms=2)
+    assert (row.model, row.backend) == ("bilstm-distilled", "torch") and "2 ms" in text
+    row, _ = pick(table, budget_ms=6)
+    assert (row.model, row.backend) == ("teacher", "onnx-int8")
+    row, text = pick(table, budget_ms=0.1)
+    assert row is None and "nothing fits" in text
+    row, _ = pick(table, max_drop=1.0)   # within 1 point of 0.85: only the teacher's backends
+    assert (row.model, row.backend) == ("teacher", "onnx-int8")
+    row, _ = pick(table, max_drop=10.0)  # 0.76 is within 9 points
+    assert row.model == "tfidf_lr-baseline"
+
+
+def test_bootstrap_ci_covers_the_mean_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.random(100) < 0.8
+    large = rng.random(10_000) < 0.8
+    lo_s, hi_s = bootstrap_ci(small, 500)
+    lo_l, hi_l = bootstrap_ci(large, 500)
+    assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 5
+    assert bootstrap_ci(small, 500, seed=1) == bootstrap_ci(small, 500, seed=1)
+
+
+def test_build_report_writes_all_files(tmp_path):
+    synthetic(tmp_path)
+    out = build_report("syn", tmp_path / "artifacts", tmp_path / "reports", budget_ms=2, max_drop=1)
+    for name in ("results.csv", "report.md", "pareto.png", "report.html"):
+        assert (out["dir"] / name).stat().st_size > 0
+    md = (out["dir"] / "report.md").read_text()
+    assert "★" in md and "Pick for me" in md and "test cpu" in md and "under load" in md
+    html = (out["dir"] / "report.html").read_text()
+    assert 'src="data:image/png;base64,' in html and "<table" in html
+    assert (out["dir"] / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_sentence():
+    table = join(*synthetic_inline())
+    lines = summary(table)
+    bilstm = next(line for line in lines if line.startswith("bilstm-distilled"))
+    assert "keeps 94.1%" in bilstm and "1/20 of its batch-1 latency" in bilstm
+
+
+def synthetic_inline():
+    import tempfile
+    from pathlib import Path
+    return synthetic(Path(tempfile.mkdtemp()))
+
+
+def test_missing_bench_is_a_user_error(tmp_path):
+    synthetic(tmp_path)
+    (tmp_path / "reports" / "syn" / "bench.json").unlink()
+    with pytest.raises(UserError, match="make bench"):
+        build_report("syn", tmp_path / "artifacts", tmp_path / "reports")
