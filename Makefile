@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: setup distill test clean-artifacts help
+.PHONY: setup distill test browser clean-artifacts help
 
 help:
 	@echo "make distill [PROFILE=default|smoke|full]  train teacher and students, write reports/<profile>/accuracy.csv"
@@ -30,8 +30,14 @@ setup: $(STAMP)
 distill: setup
 	$(PY) -m distill --profile $(PROFILE) $(ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Browser tests drive Debian's Chromium (no browser download); installed once when missing and we are root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium not installed: browser tests will be skipped"; }
 
 clean-artifacts:
 	rm -rf artifacts/$(PROFILE) reports/$(PROFILE)

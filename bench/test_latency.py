@@ -51,3 +51,13 @@ def test_latency(benchmark, bench_context, variant, batch_size, mode):
         benchmark.extra_info["throughput_per_s"] = batch_size / float(np.median(data))
     probs = fn(arg)
     assert probs.shape == (batch_size, len(pred.labels))
+
+
+def test_gpu_variants_available():
+    """Reports, as a skip with its reason, when the GPU variants (CUDA eager/fp16/TorchScript, ORT CUDA) cannot run."""
+    import pytest
+
+    from .export import gpu_skip_reason
+    reason = gpu_skip_reason()
+    if reason:
+        pytest.skip(reason)

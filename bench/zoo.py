@@ -1,7 +1,11 @@
 """Every model of a profile's run as Predictors: the native ones here, the exported variants via bench.export."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from distill.config import load_profile
+from distill.errors import UserError
 from distill.pipeline import Run
 from distill.students import AveragingEnsemble, BiLSTMClassifier
 
@@ -9,8 +13,16 @@ from .predictor import BiLSTMPredictor, EnsemblePredictor, SklearnPredictor, Tra
 
 
 def open_run(profile: str, artifacts="artifacts", reports="reports") -> Run:
-    """The Run of `profile` as configured in configs/<profile>.toml (no overrides)."""
-    return Run(profile, load_profile(profile), artifacts, reports, progress=False, log=lambda *_: None)
+    """The Run of `profile` with the configuration it was made with (overrides included), saved in run.json;
+    configs/<profile>.toml when the run has not started yet."""
+    saved = Path(artifacts) / profile / "run.json"
+    cfg = None
+    if saved.exists():
+        try:
+            cfg = json.loads(saved.read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            raise UserError(f"{saved} is unreadable; delete it and rerun `make distill PROFILE={profile}`") from None
+    return Run(profile, cfg or load_profile(profile), artifacts, reports, progress=False, log=lambda *_: None)
 
 
 def kind_of(model_id: str) -> str:

@@ -256,6 +256,7 @@ class Run:
         unknown = [n for n in names if n not in student_zoo.REGISTRY]
         if unknown:
             raise UserError(f"unknown student(s) {', '.join(unknown)}; choose from {', '.join(student_zoo.REGISTRY)}")
+        write_json(self.dir / "run.json", {"profile": self.profile, "config": self.cfg})  # bench/serve reopen it
         steps = [("data", self.build_data), ("teacher", self.build_teacher), ("soft labels", self.build_soft_labels)]
         steps += [(f"student {n} ({m})", lambda n=n, m=m: self.build_student(n, m)) for m in modes for n in names]
         for i, (title, fn) in enumerate(steps, 1):

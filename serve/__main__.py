@@ -8,6 +8,8 @@ import sys
 from distill.config import available_profiles
 from distill.errors import UserError
 
+from .models import DEFAULT_BACKENDS
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serve", description="A web page and JSON API comparing the teacher "
@@ -18,6 +20,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     p.add_argument("--artifacts", default="artifacts", help="artifact root (default: %(default)s)")
     p.add_argument("--reports", default="reports", help="report root (default: %(default)s)")
+    p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                   help="exported backends to serve beside the native models, if `make bench` exported them "
+                   "(comma-separated; '' for none; default: %(default)s)")
     return p
 
 
@@ -37,7 +42,9 @@ def main(argv=None) -> int:
 
     print(f"profile {args.profile}: loading models from {args.artifacts}/{args.profile}", flush=True)
     try:
-        loaded = load_profile(args.profile, args.artifacts, args.reports, log=lambda line: print(line, flush=True))
+        backends = tuple(b for b in args.backends.split(",") if b)
+        loaded = load_profile(args.profile, args.artifacts, args.reports, log=lambda line: print(line, flush=True),
+                              backends=backends)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -202,6 +202,21 @@ class BodyGuard:
 
 
 # --- the app ------------------------------------------------------------------------------------------------------
+def _offline_docs(app: FastAPI) -> None:
+    """/docs from the swagger-ui-bundle package instead of FastAPI's default CDN, so it works offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} — API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css", swagger_favicon_url="")
+
+
 def create_app(predictors, examples: list[Example] = (), labels: list[str] = (), missing: list[Missing] = (),
                profile: str = "") -> FastAPI:
     """The app over any list of bench Predictors; `missing` lists models that did not load, with the reason."""
@@ -215,7 +230,8 @@ def create_app(predictors, examples: list[Example] = (), labels: list[str] = (),
     app = FastAPI(title="my-bert-is-too-big: teacher vs students",
                   description="Run a text through the fine-tuned teacher and every distilled student; compare "
                               "labels, probabilities (cosine similarity, KL divergence) and latency.",
-                  version="1.0")
+                  version="1.0", docs_url=None)
+    _offline_docs(app)
     app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(InputError)

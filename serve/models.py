@@ -35,11 +35,14 @@ class Loaded:
     examples: list[Example] = field(default_factory=list)
 
 
-def model_loaders(run: Run) -> list[tuple[str, Callable[[], list[Predictor]]]]:
+DEFAULT_BACKENDS = ("onnx-int8",)
+
+
+def model_loaders(run: Run, backends=DEFAULT_BACKENDS) -> list[tuple[str, Callable[[], list[Predictor]]]]:
     """What serve loads, in order, as (name, load) pairs; `load()` returns one or more Predictors or raises.
 
-    The same models as `bench.zoo.native_predictors`, split per model so one failure does not hide the rest.
-    To serve more variants (exported ONNX, int8, ...) append a pair whose `load` returns them.
+    The same models as `bench.zoo.native_predictors`, split per model so one failure does not hide the rest,
+    then the exported variants of `backends` found in the run's export manifest (`make bench` writes them).
     """
     labels = run.labels()
     students = {}   # model id -> fitted estimator, filled as student loaders succeed; ensembles reuse them
@@ -62,15 +65,32 @@ def model_loaders(run: Run) -> list[tuple[str, Callable[[], list[Predictor]]]]:
         wanted = [f"{n}-{mode}" for n in run.cfg["students"].get("ensemble", []) if n in names]
         if len(wanted) >= 2:
             loaders.append((f"ensemble-{mode}", partial(ensemble, mode, wanted)))
+    loaders += exported_loaders(run, backends)
     return loaders
 
 
-def load_run(run: Run, log=print, n_examples: int = 8) -> Loaded:
+def exported_loaders(run: Run, backends) -> list[tuple[str, Callable[[], list[Predictor]]]]:
+    from bench.export import load_variant, models_of, read_manifest
+    manifest = run.dir / "export" / "manifest.json"
+    if not backends or not manifest.exists():
+        return []
+    models = {}
+
+    def load(model_id, backend):
+        if not models:
+            models.update(models_of(run))
+        return [load_variant(run, model_id, backend, models)]
+
+    return [(f"{v['model']}/{v['backend']}", partial(load, v["model"], v["backend"]))
+            for v in read_manifest(manifest)["variants"] if v["status"] == "ok" and v["backend"] in backends]
+
+
+def load_run(run: Run, log=print, n_examples: int = 8, backends=DEFAULT_BACKENDS) -> Loaded:
     """Every model of `run`, warmed up on one test sentence, with a progress line per model."""
     try:
         labels = run.labels()
         examples = pick_examples(run.split(), labels, n_examples)
-        loaders = model_loaders(run)
+        loaders = model_loaders(run, backends)
     except UserError as exc:
         log(f"no models: {exc}")
         return Loaded(run.profile, missing=[Missing("every model", str(exc))])
@@ -93,9 +113,10 @@ def load_run(run: Run, log=print, n_examples: int = 8) -> Loaded:
     return loaded
 
 
-def load_profile(profile: str, artifacts="artifacts", reports="reports", log=print) -> Loaded:
+def load_profile(profile: str, artifacts="artifacts", reports="reports", log=print,
+                 backends=DEFAULT_BACKENDS) -> Loaded:
     """The models of `profile`'s run under artifacts/<profile>/. An unknown profile raises UserError."""
-    return load_run(open_run(profile, artifacts, reports), log=log)
+    return load_run(open_run(profile, artifacts, reports), log=log, backends=backends)
 
 
 def check_predictor(predictor: Predictor, text: str, n_labels: int) -> None:

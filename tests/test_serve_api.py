@@ -258,3 +258,12 @@ def test_page_assets_and_openapi_docs(client):
     assert {"/predict", "/batch", "/batch/csv", "/models", "/health", "/examples"} <= set(paths)
     assert client.get("/docs").status_code == 200
     assert json.dumps(paths["/predict"]["post"]["responses"]).count("ErrorMessage") >= 3
+
+
+def test_api_docs_work_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/docs-static/swagger-ui-bundle.js" in page.text
+    assert "cdn." not in page.text
+    assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs-static/..%2F..%2F__init__.py").status_code == 404
