@@ -164,7 +164,32 @@ def export_sklearn_onnx(estimator, out, sample_texts):
         options[id(estimator.model_)] = {"zipmap": False}
     onx = to_onnx(pipeline, initial_types=[("text", StringTensorType([None, 1]))], options=options,
                   target_opset={"": 17, "ai.onnx.ml": 3})
+    if estimator.vectorizer_.sublinear_tf:
+        fix_sublinear_tf(onx)
     (out / "model.onnx").write_bytes(onx.SerializeToString())
+
+
+def fix_sublinear_tf(model) -> None:
+    """skl2onnx writes sublinear TF as log(tf + 1); scikit-learn computes 1 + log(tf) on non-zero counts.
+    Rewrite each Add(tf, ones) -> Log into Log(tf) -> Add(ones) -> Max(0): log(0) = -inf becomes 0 again."""
+    from onnx import helper, numpy_helper
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    for log in [n for n in graph.node if n.op_type == "Log"]:
+        add = producers.get(log.input[0])
+        if add is None or add.op_type != "Add" or not add.input[1].startswith("ones"):
+            continue
+        result, tf = log.output[0], add.input[0]
+        zero = f"{result}_zero"
+        graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=np.float32), zero))
+        new_nodes = [helper.make_node("Log", [tf], [f"{result}_logtf"]),
+                     helper.make_node("Add", [f"{result}_logtf", add.input[1]], [f"{result}_plus1"]),
+                     helper.make_node("Max", [f"{result}_plus1", zero], [result])]
+        position = list(graph.node).index(add)
+        graph.node.remove(add)
+        graph.node.remove(log)
+        for offset, node in enumerate(new_nodes):
+            graph.node.insert(position + offset, node)
 
 
 def load_sklearn_onnx(out, ctx):

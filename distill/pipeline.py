@@ -46,10 +46,13 @@ class Run:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
+            meta = json.loads(path.read_text())
         except (OSError, ValueError):
+            meta = None
+        if not isinstance(meta, dict) or "key" not in meta:
             raise UserError(f"cached artifact {path} is unreadable; delete {path.parent} "
-                            "and run again to rebuild that stage") from None
+                            "and run again to rebuild that stage")
+        return meta
 
     def key(self, name: str) -> str | None:
         meta = self._stage_meta(name)
@@ -151,7 +154,8 @@ class Run:
             return {"train_seconds": round(seconds, 2), "params": count_params(est)}
 
         inputs = {"student": name, "mode": mode, "params": params, "data": self.key("data"),
-                  "soft_labels": self.key("soft_labels") if mode == "distilled" else None}
+                  "soft_labels": self.key("soft_labels") if mode == "distilled" else None,
+                  "code": getattr(student_zoo.REGISTRY[name], "code_version", 1)}
         if student_zoo.needs_teacher(name):
             inputs["teacher"] = self.key("teacher")
         self.stage(f"students/{name}-{mode}", inputs, build)
@@ -256,14 +260,15 @@ class Run:
         unknown = [n for n in names if n not in student_zoo.REGISTRY]
         if unknown:
             raise UserError(f"unknown student(s) {', '.join(unknown)}; choose from {', '.join(student_zoo.REGISTRY)}")
-        write_json(self.dir / "run.json", {"profile": self.profile, "config": self.cfg})  # bench/serve reopen it
         steps = [("data", self.build_data), ("teacher", self.build_teacher), ("soft labels", self.build_soft_labels)]
         steps += [(f"student {n} ({m})", lambda n=n, m=m: self.build_student(n, m)) for m in modes for n in names]
         for i, (title, fn) in enumerate(steps, 1):
             self.log(f"[{i}/{len(steps) + 1}] {title}")
             fn()
         self.log(f"[{len(steps) + 1}/{len(steps) + 1}] evaluation on the test split")
-        return self.evaluate()
+        table = self.evaluate()
+        write_json(self.dir / "run.json", {"profile": self.profile, "config": self.cfg})  # bench/serve reopen it
+        return table
 
 
 def logits_of(soft: pd.DataFrame, part: str) -> np.ndarray:

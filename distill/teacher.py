@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -38,9 +40,22 @@ def load_pretrained(name_or_path: str, num_labels: int | None = None, labels: li
     if num_labels is not None:
         kwargs = {"num_labels": num_labels, "id2label": dict(enumerate(labels)),
                   "label2id": {name: i for i, name in enumerate(labels)}}
-    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
+    import huggingface_hub
+    huggingface_hub.utils.logging.set_verbosity_error()  # no retry-by-retry log lines before our one-line error
+    local = Path(name_or_path).expanduser().exists()
+    if name_or_path.startswith((".", "/", "~")) and not local:
         raise UserError(f"model directory {name_or_path} does not exist")
     try:
+        if not local:
+            try:  # already in the Hugging Face cache?
+                return (AutoTokenizer.from_pretrained(name_or_path, local_files_only=True),
+                        AutoModelForSequenceClassification.from_pretrained(name_or_path, local_files_only=True,
+                                                                           **kwargs))
+            except OSError:
+                if not hub_reachable():
+                    raise UserError(f"model {name_or_path!r} is neither a local directory nor in the Hugging Face "
+                                    "cache, and huggingface.co cannot be reached from this machine; use an alias ("
+                                    + ", ".join(ALIASES) + ") or a local model directory") from None
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as exc:
@@ -48,6 +63,17 @@ def load_pretrained(name_or_path: str, num_labels: int | None = None, labels: li
                 "on a machine that is online")
         raise UserError(f"cannot load model {name_or_path!r} ({str(exc).splitlines()[0][:160]}); {hint}") from None
     return tokenizer, model
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick check before from_pretrained, whose own retries take most of a minute to give up offline."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _batches_by_length(lengths, batch_size, rng=None):

@@ -52,7 +52,8 @@ def test_fresh_and_scratch_inits_are_random(four_layer_teacher):
     tokenizer, teacher = load_pretrained(str(four_layer_teacher))
     fresh, _ = initial_model(teacher, tokenizer, 2, "fresh")
     assert fresh.config.hidden_size == teacher.config.hidden_size
-    assert not torch.equal(layer(fresh, 0)["attention.self.query.weight"], layer(teacher, 0)["attention.self.query.weight"])
+    query = "attention.self.query.weight"
+    assert not torch.equal(layer(fresh, 0)[query], layer(teacher, 0)[query])
     scratch, ids = initial_model(teacher, tokenizer, 2, "scratch")
     assert ids is None and scratch.config.hidden_size == 128 and scratch.config.num_hidden_layers == 2
     assert scratch.config.vocab_size == len(tokenizer)

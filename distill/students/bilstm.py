@@ -34,16 +34,35 @@ def load_glove() -> dict[str, np.ndarray]:
 
 
 class BiLSTMNet(nn.Module):
+    """Embedding -> BiLSTM -> max-pool over real tokens -> MLP.
+
+    The backward direction is its own LSTM run over each row's tokens reversed *within its length*, so padding never
+    reaches a real token's state and a text gets the same output whatever it is batched with (a plain bidirectional
+    nn.LSTM reads the padding first going backwards). Unlike packed sequences this traces and exports to ONNX.
+    """
+
     def __init__(self, vocab_size, embedding_dim, hidden, num_classes, dropout):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD)
-        self.lstm = nn.LSTM(embedding_dim, hidden, batch_first=True, bidirectional=True)
+        self.forward_lstm = nn.LSTM(embedding_dim, hidden, batch_first=True)
+        self.backward_lstm = nn.LSTM(embedding_dim, hidden, batch_first=True)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, hidden), nn.ReLU(),
                                   nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
+    @staticmethod
+    def reverse_within_length(x, lengths):
+        positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        lengths = lengths.unsqueeze(1)
+        index = torch.where(positions < lengths, lengths - 1 - positions, positions)
+        return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+
     def forward(self, input_ids):
-        states, _ = self.lstm(self.embedding(input_ids))
         mask = (input_ids != PAD).unsqueeze(-1)
+        lengths = mask.squeeze(-1).sum(1)
+        embedded = self.embedding(input_ids)
+        forward_states, _ = self.forward_lstm(embedded)
+        backward_states, _ = self.backward_lstm(self.reverse_within_length(embedded, lengths))
+        states = torch.cat([forward_states, self.reverse_within_length(backward_states, lengths)], dim=-1)
         pooled = states.masked_fill(~mask, -1e4).max(dim=1).values
         return self.head(pooled)
 
@@ -54,6 +73,8 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
     `anneal=True` replaces the distillation loss by teacher annealing (target slides from teacher to gold label).
     Early stopping uses `eval_set=(texts, labels)` when given.
     """
+
+    code_version = 2  # part of the cache key: version 1 read padding in its backward direction
 
     def __init__(self, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,
                  dropout=0.3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=2, seed=13,
