@@ -103,7 +103,8 @@ def build_transfer_student(run: Run, name: str, stage_mode: str) -> None:
                 "annealing": annealing}
 
     inputs = {"student": name, "mode": stage_mode, "params": params, "data": run.key("data"),
-              "soft_labels": run.key("soft_labels"), "transfer": run.key("transfer")}
+              "soft_labels": run.key("soft_labels"), "transfer": run.key("transfer"),
+              "code": getattr(student_zoo.REGISTRY[name], "code_version", 1)}
     if student_zoo.needs_teacher(name):
         inputs["teacher"] = run.key("teacher")
     run.stage(f"students/{name}-{stage_mode}", inputs, build)

@@ -126,6 +126,16 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
 
     # --- training ----------------------------------------------------------------------------------------------
     def fit(self, X, y, hard_labels=None, eval_set=None):
+        # One thread: this net's matrices are too small to gain from two, and OpenMP threads spinning at barriers
+        # slow training tenfold or worse as soon as another process wants the same cores.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._fit(X, y, hard_labels, eval_set)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, X, y, hard_labels, eval_set):
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         X = list(X)
