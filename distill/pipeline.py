@@ -8,6 +8,7 @@ replaces the old one only when complete, so an interrupted run resumes where it 
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import time
@@ -69,16 +70,28 @@ class Run:
         meta = self._stage_meta(name)
         target = self.dir / name
         if meta and meta.get("key") == key:
+            self._verify(target, meta.get("files"))
             self.log(f"  {name}: cached ({target})")
             return target, meta.get("info", {})
         started = time.time()
         with atomic_dir(target) as tmp:
             info = build(tmp) or {}
             info.setdefault("seconds", round(time.time() - started, 2))
-            write_json(tmp / "stage.json", {"key": key, "inputs": inputs, "info": info,
+            write_json(tmp / "stage.json", {"key": key, "inputs": inputs, "info": info, "files": _checksums(tmp),
                                             "environment": environment(), "finished": time.strftime("%FT%T")})
         self.log(f"  {name}: built in {time.time() - started:.1f}s")
         return target, info
+
+    @staticmethod
+    def _verify(directory: Path, recorded: dict | None) -> None:
+        """A cached stage is only reused if its files are the ones it wrote (a truncated or edited file is caught)."""
+        if recorded is None:
+            return
+        found = _checksums(directory)
+        changed = sorted(set(found.items()) ^ set(recorded.items()))
+        if changed:
+            raise UserError(f"cached artifact {directory / changed[0][0]} is corrupt (changed or missing since it "
+                            f"was written); delete {directory} and run again")
 
     def _require(self, name: str) -> Path:
         if self._stage_meta(name) is None:
@@ -185,7 +198,29 @@ class Run:
         transfer.build(self)
 
     def evaluate(self) -> pd.DataFrame:
-        """Score teacher, students and ensembles on the test split; write reports/<profile>/accuracy.csv/.json."""
+        """Score teacher, students and ensembles on the test split (a cached stage keyed by every model it scores);
+        write reports/<profile>/accuracy.csv/.json."""
+        names = [f"students/{m}" for m in self.student_names()]
+        inputs = {"eval": self.cfg["eval"], "ensemble": self.cfg["students"].get("ensemble", []),
+                  "models": {name: self.key(name) for name in ["data", "soft_labels", "teacher", *names]}}
+
+        def build(tmp):
+            self._score().to_csv(tmp / "accuracy.csv", index=False)
+            return {}
+
+        stage_dir, _ = self.stage("evaluation", inputs, build)
+        table = pd.read_csv(stage_dir / "accuracy.csv")
+        self.reports.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.reports / "accuracy.csv") as path:
+            table.to_csv(path, index=False, float_format="%.4f")
+        write_json(self.reports / "accuracy.json", {
+            "profile": self.profile, "config": self.cfg, "environment": environment(),
+            "test_examples": int((self.split()["split"] == "test").sum()),
+            "rows": json.loads(table.to_json(orient="records")),
+        })
+        return table
+
+    def _score(self) -> pd.DataFrame:
         c = self.cfg["eval"]
         split = self.split()
         texts, gold = datasets.texts_labels(split, "test")
@@ -214,15 +249,7 @@ class Run:
                              **evaluate(gold, ens.predict_proba(texts), teacher_pred, c["bootstrap"], c["seed"]),
                              "params": count_params(ens), "train_seconds": sum(i["train_seconds"] for *_, i in fitted),
                              "members": "+".join(n for n, *_ in fitted)})
-        table = pd.DataFrame(rows)
-        self.reports.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.reports / "accuracy.csv") as path:
-            table.to_csv(path, index=False, float_format="%.4f")
-        write_json(self.reports / "accuracy.json", {
-            "profile": self.profile, "config": self.cfg, "environment": environment(),
-            "test_examples": int(len(gold)), "rows": json.loads(table.to_json(orient="records")),
-        })
-        return table
+        return pd.DataFrame(rows)
 
     # --- loaders -----------------------------------------------------------------------------------------------
     def split(self) -> pd.DataFrame:
@@ -269,6 +296,18 @@ class Run:
         table = self.evaluate()
         write_json(self.dir / "run.json", {"profile": self.profile, "config": self.cfg})  # bench/serve reopen it
         return table
+
+
+def _checksums(directory: Path) -> dict:
+    out = {}
+    for path in sorted(Path(directory).rglob("*")):
+        if path.is_file() and path.name != "stage.json":
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[str(path.relative_to(directory))] = digest.hexdigest()[:16]
+    return out
 
 
 def logits_of(soft: pd.DataFrame, part: str) -> np.ndarray:

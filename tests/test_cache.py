@@ -230,8 +230,8 @@ def test_corrupt_artifact_in_a_real_process(root, tiny_teacher_dir):
                           text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: cached artifact {root}/artifacts/smoke/students/tfidf_lr-baseline/model.joblib is unreadable; "
-        f"delete {root}/artifacts/smoke/students/tfidf_lr-baseline and run again"]
+        f"error: cached artifact {root}/artifacts/smoke/students/tfidf_lr-baseline/model.joblib is corrupt (changed "
+        f"or missing since it was written); delete {root}/artifacts/smoke/students/tfidf_lr-baseline and run again"]
 
 
 def test_corrupt_labels_json_through_the_loader(root):

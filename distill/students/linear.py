@@ -37,7 +37,8 @@ class TfidfLogisticRegression(_TfidfStudent):
 
     Hard labels: ordinary log-loss. Teacher logits: cross-entropy against the teacher's probabilities softened by
     `temperature` (Hinton 2015). We keep log-loss for the distilled twin rather than regressing the logits because on
-    MR's dev split it scored higher than ridge-on-logits (see TfidfRidge, kept as its own student for comparison).
+    MR's dev split it scored higher than ridge-on-logits (default profile: 76.7% vs 76.0%; TfidfRidge is kept as its
+    own student for the comparison).
     """
 
     def __init__(self, C=4.0, temperature=1.0, max_features=None, max_iter=2000):
