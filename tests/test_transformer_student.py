@@ -83,9 +83,11 @@ def test_fits_labels_logits_annealing_and_hidden_state_loss(four_layer_teacher, 
         proba = est.predict_proba(TEXTS[:5])
         assert proba.shape == (5, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
         assert set(est.predict(TEXTS)) <= {0, 1}
-        if est.init == "teacher":  # it trained: some weight moved away from the copied initial value
+        if est.init == "teacher":  # it trained: some weight moved away from the copied initial value ...
             after = est.module_.state_dict()
             assert any(not torch.equal(before[k], after[k]) for k in before)
+            word = "bert.embeddings.word_embeddings.weight"  # ... but not the frozen word embeddings
+            assert torch.equal(before[word], after[word])
     path = tmp_path / "student.joblib"
     joblib.dump(est, path)
     assert np.allclose(joblib.load(path).predict_proba(TEXTS), est.predict_proba(TEXTS), atol=1e-6)
