@@ -13,6 +13,7 @@ help:
 	@echo "make distill [PROFILE=default|smoke|full]  train teacher and students, write reports/<profile>/accuracy.csv"
 	@echo "make bench [PROFILE=...]                 export every model, time it (reports/<profile>/bench.json)"
 	@echo "make report [BUDGET_MS=5] [MAX_DROP=1]    distill + bench + reports/<profile>/report.{md,html}, pareto.png"
+	@echo "make ablation [PROFILE=...]              hard vs soft vs +augmentation vs +annealing (reports/<profile>/ablation.*)"
 	@echo "make gate                                 speedup-regression gate on the smoke profile (CI)"
 	@echo "make test                                 run the test suite (what CI runs)"
 	@echo "make serve [PROFILE=...] [PORT=8000]      web page + JSON API comparing teacher and students on 127.0.0.1"
@@ -55,7 +56,11 @@ GATE_VARIANTS := ^teacher/(torch|onnx-int8)$$|-(baseline|distilled)/(sklearn|tor
 GATE_BENCH := pytest bench -q -p no:cacheprovider --profile smoke --batch-sizes 1,32 --modes e2e \
 	--variants '$(GATE_VARIANTS)' --bench-seconds 0.5 --benchmark-json reports/smoke/gate-bench.json
 
-.PHONY: bench export report gate gate-baseline
+.PHONY: bench export report gate gate-baseline ablation
+
+# Hard vs soft vs soft+augmentation vs +annealing per student: reports/<profile>/ablation.csv and .md
+ablation: distill
+	$(PY) -m distill.ablation --profile $(PROFILE) $(ARGS)
 export: distill
 	$(PY) -m bench.export --profile $(PROFILE)
 
@@ -72,7 +77,7 @@ reports/%/bench.json: artifacts/%/export/manifest.json
 	$(PY) -m pytest bench -q -p no:cacheprovider --profile $* --batch-sizes $(BATCH_SIZES) \
 		--benchmark-json $@ --benchmark-autosave $(BENCH_ARGS)
 
-report: export
+report: export ablation
 	$(MAKE) reports/$(PROFILE)/bench.json
 	$(PY) -m bench.report --profile $(PROFILE) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) \
 		$(if $(MAX_DROP),--max-drop $(MAX_DROP))
