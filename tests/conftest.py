@@ -44,6 +44,16 @@ def tiny_config(teacher_dir: Path, extra=()) -> dict:
     return apply_overrides(load_profile("smoke"), TINY_OVERRIDES + [f'teacher.model="{teacher_dir}"', *extra])
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and one thread keeps the suite steady on a busy machine."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def mr_texts():
     from distill import data

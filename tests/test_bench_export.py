@@ -55,14 +55,6 @@ def native_backend(model_id: str) -> str:
     return NATIVE[model_id.rsplit("-", 1)[0] if model_id != "teacher" else "teacher"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sensitive_teacher(tmp_path_factory, tiny_teacher_dir) -> Path:
     from transformers import BertConfig, BertForSequenceClassification

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import joblib
 import pytest
-import torch
 
 from distill.atomic import atomic_dir, atomic_path, write_json
 from distill.cli import main
@@ -20,14 +19,6 @@ from tests.conftest import TINY_OVERRIDES, tiny_config
 STUDENTS = "tfidf_lr,nb"
 STAGES = ["data", "teacher", "soft_labels", "students/tfidf_lr-baseline", "students/nb-baseline",
           "students/tfidf_lr-distilled", "students/nb-distilled"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def argv(root: Path, teacher: Path, *extra) -> list[str]:

@@ -10,19 +10,10 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 
 from distill.cli import main
 from tests.conftest import TINY_OVERRIDES
 from tests.test_cache import snapshot
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def argv(root: Path, teacher, *extra, students="tfidf_lr") -> list[str]:

@@ -15,14 +15,6 @@ CFG = dict(seed=0, max_length=32, batch_size=16, epochs=20, max_steps=80, evals_
            lr=5e-3, warmup=0.1, patience=50)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def task():
     return synthetic(320, 0), synthetic(100, 1)
