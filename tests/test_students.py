@@ -237,11 +237,14 @@ def test_bilstm_mix_without_hard_labels_is_an_error():
 
 
 def test_bilstm_early_stopping_keeps_best_dev_state():
+    """A dev set with flipped labels gets worse as training succeeds: patience=0 must stop at the second evaluation
+    and keep the first epoch's weights."""
+    flipped_dev = (TEST[0], 1 - np.asarray(TEST[1]))
     est = BiLSTMClassifier(embedding="random", hidden=16, epochs=5, batch_size=32, lr=1e-2, patience=0,
                            progress=False)
-    est.fit(*TRAIN, eval_set=TEST)
-    assert 1 <= len(est.history_) <= 5
-    assert np.mean(est.predict(TEST[0]) == TEST[1]) == pytest.approx(max(est.history_))
+    est.fit(*TRAIN, eval_set=flipped_dev)
+    assert len(est.history_) == 2 and est.history_[1] <= est.history_[0]
+    assert np.mean(est.predict(flipped_dev[0]) == flipped_dev[1]) == pytest.approx(est.history_[0])
 
 
 def test_bilstm_prediction_does_not_depend_on_batch_neighbours():
