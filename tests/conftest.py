@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -73,3 +74,31 @@ def tiny_run(tmp_path_factory, tiny_teacher_dir) -> Run:
               log=lambda *_: None)
     run.all()
     return run
+
+
+CLI_STUDENTS = "tfidf_lr,nb"
+
+
+def cli_argv(root: Path, teacher, *extra, students=CLI_STUDENTS) -> list[str]:
+    """`python -m distill` arguments for a tiny smoke run under `root` (later flags override earlier ones)."""
+    args = ["--profile", "smoke", "--artifacts", str(root / "artifacts"), "--reports", str(root / "reports"),
+            "--quiet", "--students", students, "--teacher", str(teacher)]
+    for item in TINY_OVERRIDES:
+        args += ["--set", item]
+    return args + list(extra)
+
+
+@pytest.fixture(scope="session")
+def finished_cli_run(tmp_path_factory, tiny_teacher_dir) -> Path:
+    """One finished CLI run (2 students x 2 modes); tests that rerun or break it work on a copy (`root`)."""
+    from distill.cli import main
+    root = tmp_path_factory.mktemp("cli-run")
+    assert main(cli_argv(root, tiny_teacher_dir)) == 0
+    return root
+
+
+@pytest.fixture()
+def root(finished_cli_run, tmp_path) -> Path:
+    """A private copy of `finished_cli_run`."""
+    shutil.copytree(finished_cli_run, tmp_path / "run", copy_function=shutil.copy2)
+    return tmp_path / "run"

