@@ -52,6 +52,7 @@ BATCH_SIZES ?= 1,8,32,128
 BENCH_ARGS ?=
 BUDGET_MS ?=
 MAX_DROP ?=
+GATE_BASELINE ?=
 GATE_VARIANTS := ^teacher/(torch|onnx-int8)$$|-(baseline|distilled)/(sklearn|torch)$$|^bilstm-distilled/onnx$$
 GATE_BENCH := pytest bench -q -p no:cacheprovider --profile smoke --batch-sizes 1,32 --modes e2e \
 	--variants '$(GATE_VARIANTS)' --bench-seconds 0.5 --benchmark-json reports/smoke/gate-bench.json
@@ -88,11 +89,14 @@ gate: setup
 	$(PY) -m bench.export --profile smoke --quiet --backends onnx,ort-opt,onnx-int8
 	@mkdir -p reports/smoke
 	$(PY) -m $(GATE_BENCH)
-	$(PY) -m bench.gate --profile smoke
+	$(PY) -m bench.gate --profile smoke $(if $(GATE_BASELINE),--baseline $(GATE_BASELINE))
 
+# The committed baseline is the median of three runs, so one noisy run does not become the reference.
 gate-baseline: setup
 	$(PY) -m distill --profile smoke --quiet
 	$(PY) -m bench.export --profile smoke --quiet --backends onnx,ort-opt,onnx-int8
 	@mkdir -p reports/smoke
-	$(PY) -m $(GATE_BENCH)
-	$(PY) -m bench.gate --profile smoke --update
+	for i in 1 2 3; do $(PY) -m $(GATE_BENCH) && cp reports/smoke/gate-bench.json reports/smoke/gate-bench-$$i.json \
+		|| exit 1; done
+	$(PY) -m bench.gate --profile smoke --update $(if $(GATE_BASELINE),--baseline $(GATE_BASELINE)) \
+		--bench reports/smoke/gate-bench-1.json reports/smoke/gate-bench-2.json reports/smoke/gate-bench-3.json

@@ -4,14 +4,17 @@ Absolute times on shared CI machines are noise, so the gate compares ratios meas
 each student against the teacher in PyTorch eager, and each optimised backend against the same model's native
 backend. A ratio is the geometric mean over the batch sizes timed (end to end). It regresses when it falls below
 baseline / tolerance; the default tolerance 1.6 lets ordinary noise pass and still catches a 2x slowdown.
+Ratios shift between CPUs (SIMD width, int8 kernels), so a baseline recorded on another CPU leaves a 2x slowdown
+only partly visible: the gate says so, and `--update` on the machine that gates makes it exact again.
 
     python -m bench.gate --profile smoke --bench reports/smoke/gate-bench.json            # check
-    python -m bench.gate --profile smoke --bench reports/smoke/gate-bench.json --update   # new baseline
+    python -m bench.gate --profile smoke --bench run1.json run2.json run3.json --update   # new baseline (median)
 """
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -63,6 +66,19 @@ def compare(current: dict, baseline: dict, tolerance: float):
     return rows, regressed
 
 
+def machine(bench: dict) -> dict:
+    info = bench.get("machine_info", {})
+    return {"cpu": info.get("cpu_model"), "cpu_flags": info.get("cpu_flags"), "threads": info.get("threads")}
+
+
+def describe(m: dict) -> str:
+    return f"{m.get('cpu')} [{' '.join(m.get('cpu_flags') or []) or 'flags not recorded'}]"
+
+
+def same_machine(run: dict, baseline: dict) -> bool:
+    return all(run.get(k) == baseline.get(k) for k in ("cpu", "cpu_flags", "threads"))
+
+
 def baseline_path(profile: str) -> Path:
     return BASELINE_DIR / f"{profile}.json"
 
@@ -81,25 +97,28 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="smoke")
-    p.add_argument("--bench", help="pytest-benchmark JSON (default: reports/<profile>/gate-bench.json)")
+    p.add_argument("--bench", nargs="+", help="pytest-benchmark JSON file(s) of one machine; with several, each "
+                   "ratio is their median (default: reports/<profile>/gate-bench.json)")
     p.add_argument("--baseline", help=f"baseline file (default: {BASELINE_DIR.name}/<profile>.json in bench/)")
     p.add_argument("--tolerance", type=float, help=f"allowed slowdown factor of a ratio (default {DEFAULT_TOLERANCE},"
                    " or the baseline's own)")
     p.add_argument("--update", action="store_true", help="write the current ratios as the new baseline")
     args = p.parse_args(argv)
-    bench_path = Path(args.bench or f"reports/{args.profile}/gate-bench.json")
+    bench_paths = [Path(b) for b in args.bench or [f"reports/{args.profile}/gate-bench.json"]]
     target = Path(args.baseline) if args.baseline else baseline_path(args.profile)
     try:
-        bench = read_bench(bench_path)
-        current = ratios(bench)
-        if not current:
-            raise UserError(f"{bench_path} has no ratio to gate: it needs the teacher/torch cases and students")
+        benches = [read_bench(path) for path in bench_paths]
+        per_run = [ratios(bench) for bench in benches]
+        if not all(per_run):
+            raise UserError(f"{bench_paths} has no ratio to gate: it needs the teacher/torch cases and students")
+        current = {key: statistics.median(run[key] for run in per_run if key in run)
+                   for key in sorted(set().union(*per_run))}
+        bench = benches[-1]
         if args.update:
-            machine = bench.get("machine_info", {})
             write_json(target, {"profile": args.profile, "tolerance": args.tolerance or DEFAULT_TOLERANCE,
-                                "ratios": current, "cpu": machine.get("cpu_model"),
-                                "threads": machine.get("threads"), "datetime": bench.get("datetime")})
-            print(f"wrote {len(current)} ratios to {target}")
+                                "ratios": current, "runs": len(benches), **machine(bench),
+                                "datetime": bench.get("datetime")})
+            print(f"wrote {len(current)} ratios (median of {len(benches)} run(s)) to {target}")
             return 0
         baseline = load_baseline(args.profile, target)
     except UserError as exc:
@@ -107,6 +126,12 @@ def main(argv=None) -> int:
         return 2
     tolerance = args.tolerance or baseline.get("tolerance", DEFAULT_TOLERANCE)
     rows, regressed = compare(current, baseline["ratios"], tolerance)
+    run_machine = machine(bench)
+    print(f"this run: {describe(run_machine)}; baseline ({target}): {describe(baseline)}")
+    if not same_machine(run_machine, baseline):
+        print("warning: the baseline comes from another CPU or thread setting; ratios differ between machines, so "
+              "only a slowdown well beyond the tolerance is sure to be caught. Record one here with "
+              "`make gate-baseline` (GATE_BASELINE=path to keep the committed one).")
     print(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".2f"))
     if regressed:
         print(f"\nspeedup regression: {len(regressed)} ratio(s) fell below baseline / {tolerance:g}:")

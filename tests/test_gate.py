@@ -25,7 +25,7 @@ def bench_json(ms: dict, noise=0.0, seed=0, slow=None):
                 median *= 2
             cases.append({"stats": {"median": median / 1e3}, "extra_info": {
                 "model": model, "backend": backend, "batch_size": batch, "mode": "e2e", "guard": {}}})
-    return {"benchmarks": cases, "machine_info": {}}
+    return {"benchmarks": cases, "machine_info": {"cpu_model": "Test CPU", "cpu_flags": ["avx2"], "threads": {"torch": 2}}}
 
 
 def test_ratios_pair_students_with_teacher_and_backends_with_native():
@@ -64,18 +64,58 @@ def test_cli_update_then_check(tmp_path, capsys):
     assert gate_main(["--bench", str(tmp_path / "missing.json"), "--baseline", str(baseline)]) == 2
 
 
+def test_baseline_from_several_runs_is_their_median(tmp_path):
+    runs = [bench_json(BASE_MS), bench_json(BASE_MS, slow=("tfidf_lr-distilled", "sklearn")), bench_json(BASE_MS)]
+    paths = [str(tmp_path / f"run{i}.json") for i in range(3)]
+    for path, run in zip(paths, runs):
+        write_json(path, run)
+    baseline = tmp_path / "baseline.json"
+    assert gate_main(["--bench", *paths, "--baseline", str(baseline), "--update"]) == 0
+    written = json.loads(baseline.read_text())
+    assert written["runs"] == 3
+    assert written["ratios"]["tfidf_lr-distilled/sklearn vs teacher/torch"] == pytest.approx(40.0)
+
+
+def test_a_baseline_from_another_cpu_is_flagged(tmp_path, capsys):
+    here = bench_json(BASE_MS)
+    write_json(tmp_path / "here.json", here)
+    baseline = tmp_path / "baseline.json"
+    assert gate_main(["--bench", str(tmp_path / "here.json"), "--baseline", str(baseline), "--update"]) == 0
+    assert json.loads(baseline.read_text())["cpu_flags"] == ["avx2"]
+    assert gate_main(["--bench", str(tmp_path / "here.json"), "--baseline", str(baseline)]) == 0
+    assert "another CPU" not in capsys.readouterr().out
+    here["machine_info"]["cpu_flags"] = ["avx2", "avx512_vnni"]
+    write_json(tmp_path / "vnni.json", here)
+    assert gate_main(["--bench", str(tmp_path / "vnni.json"), "--baseline", str(baseline)]) == 0
+    out = capsys.readouterr().out
+    assert "another CPU" in out and "avx512_vnni" in out
+
+
 def make_gate(env_extra=None):
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(["make", "-s", "gate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
 
 
+def tail(run: subprocess.CompletedProcess) -> str:
+    return run.stdout[-3000:] + run.stderr[-3000:]
+
+
 @pytest.mark.slow
-def test_real_gate_on_smoke_profile_passes_then_catches_planted_slowdown():
-    """What CI runs: the smoke profile distilled, exported, timed; ratios against bench/baselines/smoke.json."""
+def test_real_gate_on_smoke_profile_passes_then_catches_planted_slowdown(tmp_path):
+    """What CI runs: the smoke profile distilled, exported, timed; ratios against bench/baselines/smoke.json.
+
+    The planted 2x slowdown is checked against a baseline taken from the clean run on this same machine: the
+    committed baseline comes from another CPU, whose ratios may differ by more than the 1.25x margin between a 2x
+    slowdown and the 1.6 tolerance.
+    """
     clean = make_gate()
-    assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
+    assert clean.returncode == 0, tail(clean)
     assert "no speedup regression" in clean.stdout
-    planted = make_gate({"BENCH_PLANT_SLOWDOWN": "tfidf_lr-distilled/sklearn=2"})
-    assert planted.returncode != 0
-    assert "tfidf_lr-distilled/sklearn vs teacher/torch" in planted.stdout
-    assert "REGRESSED" in planted.stdout
+    here = tmp_path / "baseline-here.json"
+    assert gate_main(["--bench", str(ROOT / "reports/smoke/gate-bench.json"), "--baseline", str(here),
+                      "--update"]) == 0
+    planted = make_gate({"BENCH_PLANT_SLOWDOWN": "tfidf_lr-distilled/sklearn=2", "GATE_BASELINE": str(here)})
+    assert planted.returncode != 0, tail(planted)
+    assert "another CPU" not in planted.stdout
+    _, _, regressed = planted.stdout.partition("fell below baseline")
+    assert "tfidf_lr-distilled/sklearn vs teacher/torch" in regressed, tail(planted)
