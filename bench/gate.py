@@ -109,8 +109,11 @@ def main(argv=None) -> int:
     try:
         benches = [read_bench(path) for path in bench_paths]
         per_run = [ratios(bench) for bench in benches]
-        if not all(per_run):
-            raise UserError(f"{bench_paths} has no ratio to gate: it needs the teacher/torch cases and students")
+        for path, bench, run in zip(bench_paths, benches, per_run):
+            if not run:
+                raise UserError(f"{path} has no ratio to gate: it needs the teacher/torch cases and students")
+            if not same_machine(machine(bench), machine(benches[0])):
+                raise UserError(f"{path} and {bench_paths[0]} come from different machines; a median needs one")
         current = {key: statistics.median(run[key] for run in per_run if key in run)
                    for key in sorted(set().union(*per_run))}
         bench = benches[-1]
