@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from scipy.optimize import minimize
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -55,15 +54,6 @@ STUDENTS = {
     "bilstm-glove": lambda: BiLSTMClassifier(embedding="glove-50d", hidden=16, epochs=4, batch_size=32, lr=1e-2,
                                              progress=False),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On a 2-core machine shared with other work, one intra-op thread is several times faster for these tiny nets."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("target", ["hard", "logits"])
