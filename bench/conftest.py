@@ -20,11 +20,12 @@ import torch
 
 from distill.environment import cpu_flags, environment
 
-from .export import read_manifest
+from .exporters import STUDENT_ORT_THREADS
+from .zoo import read_manifest
 from .guard import WaitBudget
 
 BATCH_SIZES = "1,8,32,128"
-MODES = "e2e,model"
+MODES = "e2e,prepare,model"
 REFERENCE = ("teacher", "torch")
 
 
@@ -33,7 +34,8 @@ def pytest_addoption(parser):
     g.addoption("--profile", default=os.environ.get("PROFILE", "default"), help="profile whose run to benchmark")
     g.addoption("--artifacts", default="artifacts", help="artifact root (default: artifacts)")
     g.addoption("--batch-sizes", default=BATCH_SIZES, help=f"comma-separated (default: {BATCH_SIZES})")
-    g.addoption("--modes", default=MODES, help="e2e (raw text in, tokenising included) and/or model (pre-tokenised)")
+    g.addoption("--modes", default=MODES, help="e2e (raw text in, tokenising included), prepare (tokenising or "
+                "vectorising alone) and/or model (pre-tokenised input)")
     g.addoption("--variants", default="", help="regex on model/backend, e.g. 'teacher|bilstm' (default: all)")
     g.addoption("--threads", type=int, default=os.cpu_count(), help="torch and ORT intra-op threads")
     g.addoption("--bench-seconds", type=float, default=1.0, help="target measured time per case")
@@ -69,10 +71,9 @@ class BenchContext:
 
     def __init__(self, config):
         from .zoo import open_run
-        from .export import models_of
         self.config = config
         self.run = open_run(config.getoption("--profile"), config.getoption("--artifacts"))
-        self.models = models_of(self.run)
+        self.models = self.run.models()
         split = self.run.split()
         self.texts = split[split["split"] == "test"]["text"].tolist()
         self.loaded: dict = {}
@@ -81,7 +82,7 @@ class BenchContext:
     def predictor(self, variant: dict):
         key = (variant["model"], variant["backend"])
         if key not in self.loaded:
-            from .export import load_variant
+            from .zoo import load_variant
             before = psutil.Process().memory_info().rss
             pred = load_variant(self.run, variant["model"], variant["backend"], self.models)
             pred.predict_proba(self.texts[:8])
@@ -106,7 +107,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "cpu_model": env["cpu"], "cpu_flags": cpu_flags(), "cpu_count": env["cpu_count"],
         "versions": env["versions"], "python_version": env["python"], "cuda": env["cuda"],
         "threads": {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
-                    "onnxruntime_intra_op": torch.get_num_threads(), "onnxruntime_inter_op": 1},
+                    "onnxruntime_intra_op": torch.get_num_threads(), "onnxruntime_inter_op": 1,
+                    "onnxruntime_intra_op_students": STUDENT_ORT_THREADS},
         "profile": config.getoption("--profile"), "git_commit": env["git_commit"],
     })
 

@@ -14,115 +14,34 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from distill import data as datasets
 from distill.atomic import write_json
 from distill.errors import UserError
 from distill.metrics import count_params, evaluate
-from distill.pipeline import Run, logits_of
-from distill.students import AveragingEnsemble, BiLSTMClassifier
+from distill.pipeline import Run, kind_of, logits_of
 
 from . import zoo
-from .exporters import BACKENDS, EXPORTERS, LOADERS, NATIVE_BACKEND
+from .families import family_of
 from .predictor import softmax
+from .zoo import GPU_VARIANTS, cuda_backends, gpu_skip_reason, load_variant, loader_context, read_manifest
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2   # 2: validation against the family's tolerance
 VALIDATION_SENTENCES = 64
-# GPU variants reuse a CPU export: (source backend, device, options)
-GPU_VARIANTS = {
-    "torch-cuda": ("torch", {}),
-    "torch-cuda-fp16": ("torch", {"fp16": True}),
-    "torchscript-cuda": ("torchscript", {}),
-    "onnx-cuda": ("ort-opt", {"provider": "CUDAExecutionProvider"}),
-}
 
 
-def family_of(estimator) -> str:
-    if estimator is None:
-        return "transformer"
-    if isinstance(estimator, AveragingEnsemble):
-        return "ensemble"
-    if isinstance(estimator, BiLSTMClassifier):
-        return "bilstm"
-    if hasattr(estimator, "vectorizer_"):
-        return "sklearn"
-    return "other"
-
-
-def models_of(run: Run) -> dict:
-    """model id -> fitted estimator (None for the teacher), ensembles included."""
-    students = {model_id: run.student(model_id) for model_id in run.student_names()}
-    models = {"teacher": None, **students}
-    for mode in run.cfg["students"]["modes"]:
-        members = [(f"{n}-{mode}", students[f"{n}-{mode}"]) for n in run.cfg["students"].get("ensemble", [])
-                   if f"{n}-{mode}" in students]
-        if len(members) >= 2:
-            models[f"ensemble-{mode}"] = AveragingEnsemble.from_fitted(members)
-    return models
+class ExportDrift(Exception):
+    """An export whose outputs moved further from its source than its backend's tolerance."""
 
 
 def source_key(run: Run, model_id: str) -> str | None:
     if model_id == "teacher":
         return run.key("teacher")
-    if model_id.startswith("ensemble-"):
-        mode = model_id.split("-", 1)[1]
-        return "+".join(str(run.key(f"students/{n}-{mode}")) for n in run.cfg["students"].get("ensemble", []))
+    members = run.ensemble_members(model_id)
+    if members:
+        return "+".join(str(run.key(f"students/{m}")) for m in members)
     return run.key(f"students/{model_id}")
-
-
-def cuda_backends() -> dict:
-    """GPU variants runnable here, or {} with the reason printed once."""
-    if not torch.cuda.is_available():
-        return {}
-    import onnxruntime as ort
-    out = dict(GPU_VARIANTS)
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        out.pop("onnx-cuda")
-    return out
-
-
-def gpu_skip_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "no CUDA device (torch.cuda.is_available() is False): GPU variants skipped"
-    import onnxruntime as ort
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu): onnx-cuda skipped"
-    return None
-
-
-def load_variant(run: Run, model_id: str, backend: str, models: dict | None = None):
-    """A Predictor for one (model, backend) of `run`; exported variants must have been exported."""
-    models = models if models is not None else models_of(run)
-    estimator = models[model_id]
-    family = family_of(estimator)
-    labels = run.labels()
-    meta = {"model": model_id, "backend": backend, "labels": labels, "kind": zoo.kind_of(model_id)}
-    if backend in GPU_VARIANTS:
-        return _load_gpu_variant(run, model_id, backend, meta)
-    if backend == NATIVE_BACKEND.get(family):
-        return zoo.teacher_predictor(run) if model_id == "teacher" else zoo.student_predictor(model_id, estimator,
-                                                                                              labels)
-    directory = run.dir / "export" / model_id / backend
-    if run.key(f"export/{model_id}/{backend}") is None:
-        raise UserError(f"{model_id}/{backend} has not been exported; run `python -m bench.export "
-                        f"--profile {run.profile}`")
-    ctx = {"source": estimator, "max_length": run.cfg["teacher"]["max_length"], "device": "cpu", "meta": meta}
-    return LOADERS[(family, backend)](directory, ctx)
-
-
-def _load_gpu_variant(run, model_id, backend, meta):
-    base, options = GPU_VARIANTS[backend]
-    if base == "torch":
-        pred = zoo.teacher_predictor(run, device="cuda")
-        if options.get("fp16"):
-            pred.module = pred.module.half()
-        pred.backend = backend
-        return pred
-    ctx = {"source": None, "max_length": run.cfg["teacher"]["max_length"], "device": "cuda", "meta": meta,
-           **options}
-    return LOADERS[("transformer", base)](run.dir / "export" / model_id / base, ctx)
 
 
 def dir_size(path: Path) -> int:
@@ -135,10 +54,9 @@ def dir_size(path: Path) -> int:
 def native_size(run: Run, model_id: str) -> int:
     if model_id == "teacher":
         return dir_size(run.teacher_dir())
-    if model_id.startswith("ensemble-"):
-        mode = model_id.split("-", 1)[1]
-        return sum(dir_size(run.dir / "students" / f"{n}-{mode}" / "model.joblib")
-                   for n in run.cfg["students"].get("ensemble", []))
+    members = run.ensemble_members(model_id)
+    if members:
+        return sum(dir_size(run.dir / "students" / m / "model.joblib") for m in members)
     return dir_size(run.dir / "students" / model_id / "model.joblib")
 
 
@@ -156,52 +74,62 @@ def score(pred, texts, gold, teacher_probs, reference=None, eval_cfg=None) -> di
     return out
 
 
+def check_drift(metrics: dict, tolerance: float, name: str) -> None:
+    drift = metrics.get("max_abs_diff")
+    if drift is not None and not drift <= tolerance:
+        raise ExportDrift(f"validation: {name} moves probabilities by up to {drift:.3g} from its source on "
+                          f"{VALIDATION_SENTENCES} test sentences, past its tolerance {tolerance:g}")
+
+
+def export_plan(models: dict, backends_filter=None) -> list[tuple[str, object, str]]:
+    """(model id, estimator, backend) for every variant: each model's native backend first (the reference its
+    exports are validated against), then its family's exported backends, then GPU variants of the teacher."""
+    plan = []
+    for model_id, estimator in models.items():
+        family = family_of(estimator)
+        plan.append((model_id, estimator, family.native_backend))
+        plan += [(model_id, estimator, b) for b in family.backends if not backends_filter or b in backends_filter]
+        if model_id == "teacher":
+            plan += [(model_id, estimator, b) for b in cuda_backends()
+                     if not backends_filter or b in backends_filter]
+    return plan
+
+
 def export_all(run: Run, models_filter=None, log=print, progress=True, backends_filter=None) -> list[dict]:
-    """Export, validate and score every variant; write artifacts/<profile>/export/manifest.json."""
+    """Export, validate and score every variant; write artifacts/<profile>/export/manifest.json. A variant whose
+    export fails, or drifts past its backend's tolerance, is recorded as failed and left out of bench and report."""
     split = run.split()
     texts, gold = datasets.texts_labels(split, "test")
     teacher_probs = softmax(logits_of(run.soft_labels(), "test").astype(np.float64))
     sample = datasets.texts_labels(split, "dev")[0][:16]
-    models = models_of(run)
-    entries = []
-    plan = []
-    for model_id, estimator in models.items():
-        if models_filter and model_id not in models_filter:
-            continue
-        family = family_of(estimator)
-        plan.append((model_id, estimator, family, NATIVE_BACKEND.get(family, "native")))
-        plan += [(model_id, estimator, family, b) for b in BACKENDS.get(family, [])]
-        if model_id == "teacher":
-            plan += [(model_id, estimator, family, b) for b in cuda_backends()]
-    if backends_filter:
-        plan = [item for item in plan if item[3] in backends_filter or item[3] == item[2] or
-                item[3] == NATIVE_BACKEND.get(item[2], "native")]
+    models = {m: e for m, e in run.models().items() if not models_filter or m in models_filter}
+    plan = export_plan(models, backends_filter)
     reason = gpu_skip_reason()
     if reason:
         log(f"  note: {reason}")
-    reference = {}
-    for model_id, estimator, family, backend in tqdm(plan, desc="export", disable=not progress):
-        entry = {"model": model_id, "backend": backend, "family": family, "kind": zoo.kind_of(model_id)}
-        params = run_params(run, model_id, estimator)
+    entries, reference = [], {}
+    for model_id, estimator, backend in tqdm(plan, desc="export", disable=not progress):
+        family = family_of(estimator)
+        entry = {"model": model_id, "backend": backend, "family": family.name, "kind": kind_of(model_id)}
+        native = backend == family.native_backend
+        exported = family.backends.get(backend) if backend not in GPU_VARIANTS else None
         inputs = {"source": source_key(run, model_id), "backend": backend, "version": EXPORT_VERSION,
-                  "test": run.key("data")}
-        native = backend == NATIVE_BACKEND.get(family, "native")
+                  "test": run.key("data"), "tolerance": exported.tolerance if exported else None}
 
-        def build(tmp, model_id=model_id, estimator=estimator, family=family, backend=backend, native=native):
-            if not native and backend not in GPU_VARIANTS:
-                source = run.teacher_dir() if model_id == "teacher" else estimator
-                EXPORTERS[(family, backend)](source, tmp, sample)
+        def build(tmp, model_id=model_id, estimator=estimator, backend=backend, native=native, exported=exported):
+            if exported is not None:
+                exported.export(run.teacher_dir() if model_id == "teacher" else estimator, tmp, sample)
                 # Validate from the exported files, not from objects still in memory.
-                ctx = {"source": estimator, "max_length": run.cfg["teacher"]["max_length"], "device": "cpu",
-                       "meta": {"model": model_id, "backend": backend, "labels": run.labels(),
-                                "kind": zoo.kind_of(model_id)}}
-                pred = LOADERS[(family, backend)](tmp, ctx)
+                pred = exported.load(tmp, loader_context(run, model_id, estimator, backend))
                 size = dir_size(tmp)
             else:
                 pred = load_variant(run, model_id, backend, models)
-                size = native_size(run, model_id) if backend not in GPU_VARIANTS else None
+                size = native_size(run, model_id) if native else None
             metrics = score(pred, texts, gold, teacher_probs, reference.get(model_id), run.cfg["eval"])
-            return {**metrics, "size_bytes": size, "params": params}
+            if exported is not None:
+                check_drift(metrics, exported.tolerance, f"{model_id}/{backend}")
+                metrics["tolerance"] = exported.tolerance
+            return {**metrics, "size_bytes": size, "params": run_params(run, model_id, estimator)}
 
         try:
             _, info = run.stage(f"export/{model_id}/{backend}", inputs, build)
@@ -224,18 +152,9 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
     return entries
 
 
-def read_manifest(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing; run `python -m bench.export` for that profile first") from None
-    except ValueError:
-        raise UserError(f"{path} is unreadable; delete it and run `python -m bench.export` again") from None
-
-
 def run_params(run: Run, model_id: str, estimator) -> int:
     if model_id == "teacher":
-        return int(run._stage_meta("teacher")["info"]["params"])
+        return int(run.stage_info("teacher")["params"])
     return count_params(estimator)
 
 

@@ -1,23 +1,26 @@
-"""Exporters: each writes one variant of a model into a directory. Validation lives in bench/export.py.
+"""Exporters and loaders: each exporter writes one variant of a model into a directory, each loader turns that
+directory back into a Predictor. Which family uses which pair, and with what validation tolerance, is registered
+in bench/families.py; validation lives in bench/export.py.
 
-Each family lists its backends declaratively in `BACKENDS`; `EXPORTERS[(family, backend)]` writes the files and
-`LOADERS[(family, backend)]` turns the directory back into a Predictor.
+Exporter signature: `export(source, out_dir, sample_texts)`, where `source` is the fitted student, or for the
+teacher its model directory. Loader signature: `load(out_dir, ctx)` with ctx = {source, max_length, device, meta}.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .predictor import BiLSTMPredictor, OnnxPredictor, TransformerPredictor
+from .predictor import BiLSTMPredictor, LinearTextPredictor, OnnxPredictor, TransformerPredictor
 
-BACKENDS = {
-    "transformer": ["torchscript", "torch-int8", "onnx", "ort-opt", "onnx-int8"],
-    "bilstm": ["torchscript", "onnx", "onnx-int8"],
-    "sklearn": ["onnx"],
-}
-NATIVE_BACKEND = {"transformer": "torch", "bilstm": "torch", "sklearn": "sklearn", "ensemble": "native"}
+
+# Students' graphs are a few small ops per call; a second ORT thread costs more in synchronisation than it saves
+# (BiLSTM int8, batch 1, measured here: 0.70 ms on one thread vs 0.81 ms on two).
+STUDENT_ORT_THREADS = 1
 
 
 def ort_session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider"):
@@ -29,6 +32,19 @@ def ort_session(path: Path, threads: int | None = None, provider: str = "CPUExec
 
 
 # --- transformers (teacher, any transformer student) ------------------------------------------------------------
+@contextlib.contextmanager
+def hf_dir(source):
+    """A Hugging Face model directory for `source`: the teacher's own, or a transformer student saved to a temporary
+    one (its module and tokenizer), so the teacher's exporters serve both."""
+    if isinstance(source, (str, Path)):
+        yield Path(source)
+        return
+    with tempfile.TemporaryDirectory(prefix="student-hf-") as tmp:
+        source.module_.save_pretrained(tmp)
+        source.tokenizer_.save_pretrained(tmp)
+        yield Path(tmp)
+
+
 def _hf(source_dir: Path, torchscript=False):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(source_dir)
@@ -50,36 +66,40 @@ def _has_quantized(model) -> bool:
     return any("quantized" in type(m).__module__ for m in model.modules())
 
 
-def export_transformer_torchscript(source_dir, out, sample_texts):
-    tokenizer, model = _hf(source_dir, torchscript=True)
+def export_transformer_torchscript(source, out, sample_texts):
+    with hf_dir(source) as source_dir:
+        tokenizer, model = _hf(source_dir, torchscript=True)
     _trace(model, tokenizer, sample_texts, out)
 
 
-def export_transformer_torch_int8(source_dir, out, sample_texts):
-    tokenizer, model = _hf(source_dir, torchscript=True)
+def export_transformer_torch_int8(source, out, sample_texts):
+    with hf_dir(source) as source_dir:
+        tokenizer, model = _hf(source_dir, torchscript=True)
     quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     _trace(quantized, tokenizer, sample_texts, out)
 
 
-def export_transformer_onnx(source_dir, out, sample_texts):
+def export_transformer_onnx(source, out, sample_texts):
     from optimum.exporters.onnx import main_export
-    main_export(str(source_dir), out, task="text-classification", do_validation=True)
+    with hf_dir(source) as source_dir:
+        main_export(str(source_dir), out, task="text-classification", do_validation=True)
 
 
-def export_transformer_ort_opt(source_dir, out, sample_texts):
+def export_transformer_ort_opt(source, out, sample_texts):
     from optimum.onnxruntime import ORTModelForSequenceClassification, ORTOptimizer
     from optimum.onnxruntime.configuration import OptimizationConfig
-    model = ORTModelForSequenceClassification.from_pretrained(str(source_dir), export=True)
-    ORTOptimizer.from_pretrained(model).optimize(OptimizationConfig(optimization_level=2), save_dir=out)
+    with hf_dir(source) as source_dir:
+        model = ORTModelForSequenceClassification.from_pretrained(str(source_dir), export=True)
+        ORTOptimizer.from_pretrained(model).optimize(OptimizationConfig(optimization_level=2), save_dir=out)
     _keep_only(out, "model_optimized.onnx")
 
 
-def export_transformer_onnx_int8(source_dir, out, sample_texts):
+def export_transformer_onnx_int8(source, out, sample_texts):
     """Dynamic int8 on top of the ORT-optimised graph. optimum's ORTQuantizer cannot pass the DefaultTensorType
     option that the fused graph needs (its fused ops have no type info), so onnxruntime's quantizer is called."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    export_transformer_ort_opt(source_dir, out, sample_texts)
+    export_transformer_ort_opt(source, out, sample_texts)
     quantize_dynamic(out / "model_optimized.onnx", out / "model_quantized.onnx", weight_type=QuantType.QInt8,
                      per_channel=False, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     (out / "model_optimized.onnx").unlink()
@@ -143,7 +163,7 @@ def load_bilstm_torchscript(out, ctx):
 
 
 def load_bilstm_onnx(out, ctx):
-    session = ort_session(next(out.glob("*.onnx")))
+    session = ort_session(next(out.glob("*.onnx")), threads=STUDENT_ORT_THREADS)
     estimator = ctx["source"]
     return OnnxPredictor(session=session, encode=lambda texts: {"input_ids": estimator.encode(texts).numpy()},
                          **ctx["meta"])
@@ -193,31 +213,76 @@ def fix_sublinear_tf(model) -> None:
 
 
 def load_sklearn_onnx(out, ctx):
-    session = ort_session(out / "model.onnx")
+    session = ort_session(out / "model.onnx", threads=STUDENT_ORT_THREADS)
     probabilities = len(session.get_outputs()) > 1  # classifiers: (label, probabilities); ridge: (scores,)
     return OnnxPredictor(session=session, encode=lambda texts: {"text": np.array(texts, dtype=object)[:, None]},
                          outputs_probabilities=probabilities, **ctx["meta"])
 
 
-EXPORTERS = {
-    ("transformer", "torchscript"): export_transformer_torchscript,
-    ("transformer", "torch-int8"): export_transformer_torch_int8,
-    ("transformer", "onnx"): export_transformer_onnx,
-    ("transformer", "ort-opt"): export_transformer_ort_opt,
-    ("transformer", "onnx-int8"): export_transformer_onnx_int8,
-    ("bilstm", "torchscript"): export_bilstm_torchscript,
-    ("bilstm", "onnx"): export_bilstm_onnx,
-    ("bilstm", "onnx-int8"): export_bilstm_onnx_int8,
-    ("sklearn", "onnx"): export_sklearn_onnx,
-}
-LOADERS = {
-    ("transformer", "torchscript"): load_transformer_torchscript,
-    ("transformer", "torch-int8"): load_transformer_torchscript,
-    ("transformer", "onnx"): load_transformer_onnx,
-    ("transformer", "ort-opt"): load_transformer_onnx,
-    ("transformer", "onnx-int8"): load_transformer_onnx,
-    ("bilstm", "torchscript"): load_bilstm_torchscript,
-    ("bilstm", "onnx"): load_bilstm_onnx,
-    ("bilstm", "onnx-int8"): load_bilstm_onnx,
-    ("sklearn", "onnx"): load_sklearn_onnx,
-}
+def export_linear_numpy(estimator, out, sample_texts):
+    """A TF-IDF student as plain arrays: vocabulary, idf, and its head folded into softmax(x @ weights + bias).
+
+    Logistic regression: binary scores are [0, z], multinomial ones x @ coef.T + intercept; naive Bayes: the joint
+    log-likelihood x @ feature_log_prob.T + class_log_prior; ridge: its regression scores. The analyzer settings are
+    saved so the loader rebuilds scikit-learn's own (compiled) analyzer."""
+    vectorizer, head = estimator.vectorizer_, estimator.model_
+    if hasattr(head, "feature_log_prob_"):
+        weights, bias = head.feature_log_prob_.T, head.class_log_prior_
+    else:
+        coef, intercept = np.atleast_2d(head.coef_), np.atleast_1d(head.intercept_)
+        if coef.shape[0] == 1 and hasattr(head, "predict_proba"):
+            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        weights, bias = coef.T, intercept
+    terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+    settings = {key: getattr(vectorizer, key) for key in ("lowercase", "token_pattern", "ngram_range", "analyzer",
+                                                          "strip_accents", "sublinear_tf", "norm")}
+    if settings["analyzer"] != "word" or settings["norm"] != "l2" or settings["strip_accents"]:
+        raise NotImplementedError(f"numpy export covers l2-normalised word n-grams only, not {settings}")
+    (out / "analyzer.json").write_text(json.dumps({**settings, "terms": terms}))
+    np.savez(out / "linear.npz", idf=vectorizer.idf_, weights=np.asarray(weights, dtype=np.float64),
+             bias=np.asarray(bias, dtype=np.float64))
+
+
+def load_linear_numpy(out, ctx):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    settings = json.loads((out / "analyzer.json").read_text())
+    analyzer = TfidfVectorizer(lowercase=settings["lowercase"], token_pattern=settings["token_pattern"],
+                               ngram_range=tuple(settings["ngram_range"])).build_analyzer()
+    with np.load(out / "linear.npz") as arrays:
+        idf, weights, bias = arrays["idf"], arrays["weights"], arrays["bias"]
+    return LinearTextPredictor(analyzer=analyzer, vocabulary={t: i for i, t in enumerate(settings["terms"])},
+                               idf=idf, weights=weights, bias=bias, sublinear_tf=settings["sublinear_tf"],
+                               **ctx["meta"])
+
+
+# --- static embeddings (Model2Vec) -----------------------------------------------------------------------------
+class _MeanOfRows(torch.nn.Module):
+    """logits = mean of table[ids] over the unmasked positions + bias."""
+
+    def __init__(self, table, bias):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.from_numpy(table), requires_grad=False)
+        self.bias = torch.nn.Parameter(torch.from_numpy(bias), requires_grad=False)
+
+    def forward(self, input_ids, mask):
+        summed = (self.table[input_ids] * mask.unsqueeze(-1)).sum(1)
+        return summed / mask.sum(1, keepdim=True).clamp(min=1.0) + self.bias
+
+
+def export_static_onnx(estimator, out, sample_texts):
+    ids, mask = estimator.pad(estimator.token_ids(sample_texts[:4]))
+    torch.onnx.export(_MeanOfRows(estimator.table_, estimator.bias_), (torch.from_numpy(ids), torch.from_numpy(mask)),
+                      str(out / "model.onnx"), input_names=["input_ids", "mask"], output_names=["logits"],
+                      dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"}},
+                      dynamo=False)
+
+
+def load_static_onnx(out, ctx):
+    session = ort_session(out / "model.onnx", threads=STUDENT_ORT_THREADS)
+    estimator = ctx["source"]
+
+    def encode(texts):
+        ids, mask = estimator.pad(estimator.token_ids(texts))
+        return {"input_ids": ids, "mask": mask}
+
+    return OnnxPredictor(session=session, encode=encode, **ctx["meta"])

@@ -23,7 +23,7 @@ from tabulate import tabulate
 from distill.atomic import write_json
 from distill.errors import UserError
 
-from .exporters import NATIVE_BACKEND
+from .families import FAMILIES
 from .results import read_bench, timings
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baselines"
@@ -36,12 +36,13 @@ def ratios(bench: dict) -> dict[str, float]:
     t = timings(bench)
     t = t[t["mode"] == "e2e"] if (t["mode"] == "e2e").any() else t
     median = {(r.model, r.backend, r.batch_size): r.median_ms for r in t.itertuples()}
-    natives = {m: b for (m, b, _) in median if b in NATIVE_BACKEND.values()}
+    native_backends = {f.native_backend for f in FAMILIES.values()}
+    natives = {m: b for (m, b, _) in median if b in native_backends}
     out: dict[str, list[float]] = {}
     for (model, backend, batch), ms in median.items():
         if (model, backend) == TEACHER:
             continue
-        if backend in NATIVE_BACKEND.values() and model != "teacher":
+        if backend in native_backends and model != "teacher":
             ref = (*TEACHER, batch)
         else:
             ref = (model, natives.get(model), batch)

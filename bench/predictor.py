@@ -58,6 +58,51 @@ class SklearnPredictor(Predictor):
 
 
 @dataclass
+class LinearTextPredictor(Predictor):
+    """A TF-IDF student folded into one linear map, in numpy: prepare = scikit-learn's own analyzer (compiled once)
+    plus dictionary look-ups, run = a gather and a dot product. Every TF-IDF head (logistic regression, naive Bayes,
+    ridge) is softmax(x @ weights + bias) over the TF-IDF vector x; see bench/exporters.py:export_linear_numpy."""
+    analyzer: object = None
+    vocabulary: dict = field(default_factory=dict)
+    idf: np.ndarray = None
+    weights: np.ndarray = None      # (terms, classes)
+    bias: np.ndarray = None
+    sublinear_tf: bool = True
+
+    def prepare(self, texts):
+        rows = []
+        for text in texts:
+            counts: dict[int, int] = {}
+            for term in self.analyzer(text):
+                index = self.vocabulary.get(term)
+                if index is not None:
+                    counts[index] = counts.get(index, 0) + 1
+            index = np.fromiter(counts, dtype=np.int64, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            values = (1.0 + np.log(tf) if self.sublinear_tf else tf) * self.idf[index]
+            norm = np.sqrt(values @ values)
+            rows.append((index, values / norm if norm else values))
+        return rows
+
+    def run(self, prepared):
+        logits = np.stack([values @ self.weights[index] for index, values in prepared]) + self.bias
+        return softmax(logits)
+
+
+@dataclass
+class StaticPredictor(Predictor):
+    """The static-embedding student in numpy: prepare = the `tokenizers` tokenizer, run = mean of the token rows of
+    the head-projected embedding table, plus the bias."""
+    estimator: object = None
+
+    def prepare(self, texts):
+        return self.estimator.token_ids(texts)
+
+    def run(self, prepared):
+        return softmax(self.estimator.logits_from_ids(prepared).astype(np.float64))
+
+
+@dataclass
 class EnsemblePredictor(Predictor):
     """Averages the probabilities of member predictors (each prepares its own input)."""
     members: list = field(default_factory=list)

@@ -14,14 +14,15 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from distill.atomic import atomic_path, write_text
+from distill.atomic import atomic_path, write_json, write_text
 from distill.errors import UserError
 
 from .export import read_manifest
-from .results import FAMILY_NAMES, join, pareto_front, pick, read_bench
+from .families import FAMILIES
+from .results import frontier, harness_overhead_ms, join, pareto_front, pick, read_bench
 
-HEADLINE = ["model", "backend", "kind", "accuracy", "ci", "median_ms", "p90_ms", "speedup", "size_mb", "pareto"]
-MARKERS = {"transformer": "*", "bilstm": "s", "sklearn": "o", "ensemble": "D"}
+HEADLINE = ["model", "backend", "trained_on", "accuracy", "ci", "median_ms", "p90_ms", "speedup", "size_mb", "pareto"]
+WHERE_TIME_GOES = ["model", "backend", "prepare_median_ms", "model_only_median_ms", "median_ms"]
 
 
 def headline(table: pd.DataFrame, batch_size: int) -> pd.DataFrame:
@@ -35,25 +36,57 @@ def headline(table: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     return rows.sort_values("median_ms")[HEADLINE]
 
 
+def headline_sentence(table: pd.DataFrame, keep: float = 0.97) -> str | None:
+    """The frontier in one sentence: the fastest student keeping `keep` of the teacher's accuracy, at batch 1."""
+    best, teacher = frontier(table, keep)
+    if best is None:
+        return None
+    t_acc = teacher["accuracy"]
+    qualifier = (f"the fastest student keeping ≥ {keep:.0%} of the teacher's accuracy"
+                 if best.accuracy >= keep * t_acc - 1e-12 else f"no student keeps {keep:.0%}; the most accurate")
+    return (f"Frontier ({qualifier}): {best.model} ({best.backend}; {best.trained_on}) keeps "
+            f"{best.accuracy / t_acc:.1%} [95% CI {best.ci_low / t_acc:.1%}–{best.ci_high / t_acc:.1%}] of the "
+            f"teacher's accuracy at 1/{teacher['median_ms'] / best.median_ms:.0f} of its batch-1 latency "
+            f"({best.median_ms:.3g} ms vs {teacher['median_ms']:.3g} ms in PyTorch eager, same run).")
+
+
 def summary(table: pd.DataFrame) -> list[str]:
-    """One sentence per student model: accuracy kept (with CI) and latency fraction at batch 1, fastest backend."""
+    """The frontier, then one sentence per student model: accuracy kept (with CI) and latency fraction at batch 1,
+    fastest backend."""
     b1 = table[table["batch_size"] == 1]
     teacher = b1[(b1["model"] == "teacher") & (b1["backend"] == "torch")]
     if teacher.empty:
         return []
     t_acc, t_ms = teacher["accuracy"].iloc[0], teacher["median_ms"].iloc[0]
-    lines = []
+    lines = [headline_sentence(table)]
     for model, rows in b1[b1["kind"] != "teacher"].groupby("model", sort=False):
         best = rows.sort_values("median_ms").iloc[0]
         lines.append(f"{model} ({best.backend}) keeps {best.accuracy / t_acc:.1%} "
                      f"[95% CI {best.ci_low / t_acc:.1%}–{best.ci_high / t_acc:.1%}] of the teacher's accuracy "
-                     f"at 1/{t_ms / best.median_ms:.0f} of its batch-1 latency ({best.median_ms:.2f} ms vs "
+                     f"at 1/{t_ms / best.median_ms:.0f} of its batch-1 latency ({best.median_ms:.3g} ms vs "
                      f"{t_ms:.1f} ms).")
     fastest_teacher = b1[b1["model"] == "teacher"].sort_values("median_ms").iloc[0]
     lines.append(f"The teacher itself runs {t_ms / fastest_teacher.median_ms:.1f}x faster as "
                  f"{fastest_teacher.backend} ({fastest_teacher.median_ms:.1f} ms, accuracy "
                  f"{fastest_teacher.accuracy:.2%} vs {t_acc:.2%} in PyTorch eager).")
-    return lines
+    return [line for line in lines if line]
+
+
+def overhead_sentence(table: pd.DataFrame, overhead_ms: float | None) -> str | None:
+    """The harness's own cost beside the fastest student's batch-1 time."""
+    b1 = table[(table["batch_size"] == 1) & (table["kind"] != "teacher")]
+    if overhead_ms is None or b1.empty:
+        return None
+    fastest = b1.sort_values("median_ms").iloc[0]
+    return (f"Harness overhead (pytest-benchmark's loop + the Predictor wrapper around a no-op model): "
+            f"{overhead_ms * 1e3:.2f} µs per call, {overhead_ms / fastest.median_ms:.1%} of the fastest student's "
+            f"batch-1 time ({fastest.model}/{fastest.backend}, {fastest.median_ms * 1e3:.0f} µs).")
+
+
+def where_time_goes(table: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    rows = table[table["batch_size"] == batch_size].sort_values("median_ms")
+    return rows[[c for c in WHERE_TIME_GOES if c in rows]].rename(columns={
+        "prepare_median_ms": "prepare_ms", "model_only_median_ms": "model_ms", "median_ms": "end_to_end_ms"})
 
 
 def plot(table: pd.DataFrame, path: Path, batch_size: int = 1) -> None:
@@ -66,11 +99,12 @@ def plot(table: pd.DataFrame, path: Path, batch_size: int = 1) -> None:
     fig, ax = plt.subplots(figsize=(9, 6))
     for family, group in rows.groupby("family"):
         students = group[group["kind"] != "teacher"]
+        registered = FAMILIES.get(family)
         if not students.empty:
             ax.errorbar(students["median_ms"], students["accuracy"],
                         yerr=[students["accuracy"] - students["ci_low"], students["ci_high"] - students["accuracy"]],
-                        fmt=MARKERS.get(family, "o"), ms=7, capsize=3, alpha=0.8,
-                        label=FAMILY_NAMES.get(family, family))
+                        fmt=registered.marker if registered else "o", ms=7, capsize=3, alpha=0.8,
+                        label=registered.title if registered else family)
     teacher = rows[rows["kind"] == "teacher"]
     ax.errorbar(teacher["median_ms"], teacher["accuracy"],
                 yerr=[teacher["accuracy"] - teacher["ci_low"], teacher["ci_high"] - teacher["accuracy"]],
@@ -101,7 +135,7 @@ def machine_lines(bench: dict) -> list[str]:
             f"commit {m.get('git_commit')}, benchmarked {bench.get('datetime', '')}"]
 
 
-def markdown(profile, table, bench, picks, gpu_note) -> str:
+def markdown(profile, table, bench, picks, gpu_note, overhead_ms=None) -> str:
     parts = [f"# Accuracy vs latency — profile `{profile}`", ""]
     parts += ["## Summary", ""] + [f"- {line}" for line in summary(table)] + [""]
     if picks:
@@ -112,6 +146,15 @@ def markdown(profile, table, bench, picks, gpu_note) -> str:
             continue
         parts += [f"## Batch {b}, end to end (tokenising included), sorted by latency; ★ = Pareto-optimal", "",
                   tabulate(rows, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"), ""]
+    parts += ["## Where the time goes (medians, ms): prepare = tokenise/vectorise, model = the model alone", ""]
+    for b in (1, 32):
+        rows = where_time_goes(table, b)
+        if not rows.empty:
+            parts += [f"### Batch {b}", "", tabulate(rows, headers="keys", tablefmt="github", showindex=False,
+                                                      floatfmt=".4g"), ""]
+    overhead = overhead_sentence(table, overhead_ms)
+    if overhead:
+        parts += [overhead, ""]
     if table["contended"].any():
         parts += ["Rows marked *(under load)* were measured while other processes used the CPU and could not be "
                   "re-measured cleanly; treat them with care.", ""]
@@ -144,6 +187,23 @@ th{{background:#f3f3f3}}img{{max-width:100%}}</style></head>
 """
 
 
+def summary_record(profile, table, bench, overhead_ms, picks) -> dict:
+    """What the README quotes beside results.csv: the frontier, the harness overhead, the machine it ran on."""
+    best, teacher = frontier(table)
+    machine = bench.get("machine_info", {})
+    return {
+        "profile": profile, "headline": summary(table), "picks": picks,
+        "frontier": None if best is None else {
+            "model": best.model, "backend": best.backend, "accuracy": best.accuracy, "ci_low": best.ci_low,
+            "ci_high": best.ci_high, "median_ms": best.median_ms, "teacher_accuracy": teacher["accuracy"],
+            "teacher_eager_ms": teacher["median_ms"], "speedup": teacher["median_ms"] / best.median_ms},
+        "harness_overhead_ms": overhead_ms, "harness_overhead_line": overhead_sentence(table, overhead_ms),
+        "machine": {k: machine.get(k) for k in ("cpu_model", "cpu_flags", "cpu_count", "threads", "versions",
+                                                 "git_commit")},
+        "benchmarked": bench.get("datetime"),
+    }
+
+
 def build_report(profile: str, artifacts="artifacts", reports="reports", budget_ms=None, max_drop=None) -> dict:
     out = Path(reports) / profile
     manifest = read_manifest(Path(artifacts) / profile / "export" / "manifest.json")
@@ -156,8 +216,10 @@ def build_report(profile: str, artifacts="artifacts", reports="reports", budget_
     with atomic_path(out / "results.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     plot(table, out / "pareto.png")
-    md_text = markdown(profile, table, bench, picks, manifest.get("gpu_skip_reason"))
+    overhead = harness_overhead_ms(bench)
+    md_text = markdown(profile, table, bench, picks, manifest.get("gpu_skip_reason"), overhead)
     write_text(out / "report.md", md_text)
+    write_json(out / "summary.json", summary_record(profile, table, bench, overhead, picks))
     write_text(out / "report.html", html_page(profile, md_text, table, out / "pareto.png"))
     return {"table": table, "picks": picks, "markdown": md_text, "dir": out}
 

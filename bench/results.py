@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from distill.errors import UserError
+from distill.pipeline import TRAINED_ON, mode_of
 
-FAMILY_NAMES = {"transformer": "transformer", "bilstm": "BiLSTM", "sklearn": "TF-IDF linear", "ensemble": "ensemble"}
+HARNESS = ("harness", "noop")   # bench/test_latency.py:test_harness_overhead
 
 
 def read_bench(path: str | Path) -> dict:
@@ -48,14 +49,51 @@ def join(manifest: dict, bench: dict) -> pd.DataFrame:
     if t.empty:
         raise UserError("the benchmark JSON holds no timed cases")
     e2e = t[t["mode"] == "e2e"].drop(columns="mode")
-    model_only = t[t["mode"] == "model"][["model", "backend", "batch_size", "median_ms"]]
-    model_only = model_only.rename(columns={"median_ms": "model_only_median_ms"})
-    table = variants.merge(e2e, on=["model", "backend"]).merge(model_only, on=["model", "backend", "batch_size"],
-                                                               how="left")
+    table = variants.merge(e2e, on=["model", "backend"])
+    for mode, column in (("prepare", "prepare_median_ms"), ("model", "model_only_median_ms")):
+        part = t[t["mode"] == mode][["model", "backend", "batch_size", "median_ms"]]
+        table = table.merge(part.rename(columns={"median_ms": column}), on=["model", "backend", "batch_size"],
+                            how="left")
+    table["trained_on"] = table["model"].map(lambda m: TRAINED_ON.get(mode_of(m), ""))
     table["size_mb"] = table["size_bytes"] / 1e6
     teacher = e2e[(e2e["model"] == "teacher") & (e2e["backend"] == "torch")].set_index("batch_size")["median_ms"]
     table["speedup"] = table["batch_size"].map(teacher) / table["median_ms"]
     return table.sort_values(["batch_size", "median_ms"]).reset_index(drop=True)
+
+
+def serving_backends(run) -> dict[str, str]:
+    """model id -> its fastest validated backend at batch 1, end to end, in the run's last benchmark
+    (reports/<profile>/bench.json and the export manifest); {} before `make bench`. GPU variants are left out:
+    a server on this machine serves on its CPU. The teacher keeps PyTorch eager as the reference."""
+    bench_path, manifest_path = run.reports / "bench.json", run.dir / "export" / "manifest.json"
+    if not bench_path.exists() or not manifest_path.exists():
+        return {}
+    table = join(json.loads(manifest_path.read_text()), read_bench(bench_path))
+    b1 = table[(table["batch_size"] == 1) & ~table["backend"].str.contains("cuda")]
+    b1 = b1[(b1["model"] != "teacher") | (b1["backend"] == "torch")]
+    return {model: rows.sort_values("median_ms").iloc[0]["backend"] for model, rows in b1.groupby("model")}
+
+
+def harness_overhead_ms(bench: dict) -> float | None:
+    """Median of the no-op Predictor case: what the timing loop and the Predictor wrapper add to every case."""
+    t = timings(bench)
+    rows = t[(t["model"] == HARNESS[0]) & (t["backend"] == HARNESS[1])]
+    return float(rows["median_ms"].iloc[0]) if not rows.empty else None
+
+
+def frontier(table: pd.DataFrame, keep: float = 0.97, batch_size: int = 1):
+    """The headline student: the fastest variant (at `batch_size`, end to end) keeping at least `keep` of the
+    teacher's accuracy; if none does, the most accurate student. Returns (row, teacher eager row) or (None, None)."""
+    rows = table[table["batch_size"] == batch_size]
+    teacher = rows[(rows["model"] == "teacher") & (rows["backend"] == "torch")]
+    students = rows[rows["kind"] != "teacher"]
+    if teacher.empty or students.empty:
+        return None, None
+    teacher = teacher.iloc[0]
+    kept = students[students["accuracy"] >= keep * teacher["accuracy"] - 1e-12]
+    best = (kept.sort_values(["median_ms", "accuracy"], ascending=[True, False]) if not kept.empty
+            else students.sort_values(["accuracy", "median_ms"], ascending=[False, True])).iloc[0]
+    return best, teacher
 
 
 def pareto_front(table: pd.DataFrame, x="median_ms", y="accuracy") -> pd.Series:

@@ -1,12 +1,17 @@
 """Latency of every (model, backend) x batch size x mode, with pytest-benchmark.
 
 mode `e2e`: raw text in, probabilities out (tokenising/vectorising included).
+mode `prepare`: the text work alone (tokenising, vectorising): what `e2e` spends before the model.
 mode `model`: the model alone, on input prepared beforehand.
+`test_harness_overhead` times a Predictor around a model that does nothing, through the same timing path: what the
+harness itself adds to every case.
 """
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
+from .predictor import Predictor
 from .guard import guarded_benchmark
 
 
@@ -31,7 +36,8 @@ def repeated(fn, times: int):
 def test_latency(benchmark, bench_context, variant, batch_size, mode):
     pred, rss_mb = bench_context.predictor(variant)
     texts = bench_context.batch(batch_size)
-    fn, arg = (pred.predict_proba, texts) if mode == "e2e" else (pred.run, pred.prepare(texts))
+    fn, arg = {"e2e": (pred.predict_proba, texts), "prepare": (pred.prepare, texts),
+               "model": (pred.run, pred.prepare(texts))}[mode]
     fn = repeated(fn, planted_slowdown(pred.name))
     benchmark.group = f"batch {batch_size:>3} {mode}"
     config = bench_context.config
@@ -49,8 +55,33 @@ def test_latency(benchmark, bench_context, variant, batch_size, mode):
         data = np.asarray(benchmark.stats.stats.data)
         benchmark.extra_info["p90"] = float(np.percentile(data, 90))
         benchmark.extra_info["throughput_per_s"] = batch_size / float(np.median(data))
-    probs = fn(arg)
+    probs = pred.run(fn(arg)) if mode == "prepare" else fn(arg)
     assert probs.shape == (batch_size, len(pred.labels))
+
+
+@dataclass
+class NoopPredictor(Predictor):
+    """Returns fixed probabilities without looking at the text: timing it measures the harness, not a model."""
+    output: np.ndarray = None
+
+    def prepare(self, texts):
+        return texts
+
+    def run(self, prepared):
+        return self.output
+
+
+def test_harness_overhead(benchmark, bench_context):
+    """pytest-benchmark's timing loop plus the Predictor wrapper around a no-op model, at batch 1 end to end."""
+    pred = NoopPredictor("harness", "noop", ["a", "b"], "harness", output=np.full((1, 2), 0.5))
+    config = bench_context.config
+    benchmark.group = "harness"
+    guard = guarded_benchmark(benchmark, pred.predict_proba, bench_context.batch(1), bench_context.wait_budget,
+                              target_seconds=min(0.5, config.getoption("--bench-seconds")),
+                              threshold=config.getoption("--load-threshold"))
+    benchmark.extra_info.update({"model": "harness", "backend": "noop", "kind": "harness", "batch_size": 1,
+                                 "mode": "e2e", "guard": guard})
+    assert pred.predict_proba(["x"]).shape == (1, 2)
 
 
 def test_gpu_variants_available():

@@ -1,15 +1,31 @@
-"""Every model of a profile's run as Predictors: the native ones here, the exported variants via bench.export."""
+"""Every model of a profile's run as a Predictor: the native ones, the exported variants, the GPU variants.
+
+This is the loading half of bench (serve and the benchmark use it); exporting and validating is bench/export.py.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
+
 from distill.config import load_profile
 from distill.errors import UserError
-from distill.pipeline import Run
-from distill.students import AveragingEnsemble, BiLSTMClassifier
+from distill.pipeline import Run, kind_of
 
-from .predictor import BiLSTMPredictor, EnsemblePredictor, SklearnPredictor, TransformerPredictor
+from .families import FAMILIES, family_of, native_predictor
+from .predictor import Predictor, TransformerPredictor
+
+__all__ = ["open_run", "kind_of", "teacher_predictor", "native_predictors", "load_variant", "read_manifest",
+           "cuda_backends", "gpu_skip_reason", "GPU_VARIANTS"]
+
+# GPU variants reuse a CPU export: (source backend, options)
+GPU_VARIANTS = {
+    "torch-cuda": ("torch", {}),
+    "torch-cuda-fp16": ("torch", {"fp16": True}),
+    "torchscript-cuda": ("torchscript", {}),
+    "onnx-cuda": ("ort-opt", {"provider": "CUDAExecutionProvider"}),
+}
 
 
 def open_run(profile: str, artifacts="artifacts", reports="reports") -> Run:
@@ -25,24 +41,6 @@ def open_run(profile: str, artifacts="artifacts", reports="reports") -> Run:
     return Run(profile, cfg or load_profile(profile), artifacts, reports, progress=False, log=lambda *_: None)
 
 
-def kind_of(model_id: str) -> str:
-    if model_id == "teacher":
-        return "teacher"
-    if model_id.startswith("ensemble-"):
-        return "ensemble"
-    return model_id.rsplit("-", 1)[-1]
-
-
-def student_predictor(model_id: str, estimator, labels) -> object:
-    if isinstance(estimator, BiLSTMClassifier):
-        return BiLSTMPredictor(model_id, "torch", labels, kind_of(model_id), estimator=estimator,
-                               module=estimator.module_.eval())
-    if isinstance(estimator, AveragingEnsemble):
-        members = [student_predictor(n, e, labels) for n, e in estimator.estimators_]
-        return EnsemblePredictor(model_id, "native", labels, "ensemble", members=members)
-    return SklearnPredictor(model_id, "sklearn", labels, kind_of(model_id), estimator=estimator)
-
-
 def teacher_predictor(run: Run, device: str = "cpu") -> TransformerPredictor:
     from distill.teacher import load_pretrained
     tokenizer, model = load_pretrained(str(run.teacher_dir()))
@@ -52,15 +50,77 @@ def teacher_predictor(run: Run, device: str = "cpu") -> TransformerPredictor:
                                 device=device)
 
 
-def native_predictors(run: Run) -> list:
-    """Teacher (PyTorch eager), every student in its training framework, and the ensembles of the evaluation."""
+def native_predictors(run: Run) -> list[Predictor]:
+    """Every model of `run.models()` as it was trained: the teacher in PyTorch eager, students in their framework."""
     labels = run.labels()
-    preds = [teacher_predictor(run)]
-    students = {model_id: run.student(model_id) for model_id in run.student_names()}
-    preds += [student_predictor(model_id, est, labels) for model_id, est in students.items()]
-    for mode in run.cfg["students"]["modes"]:
-        members = [(f"{n}-{mode}", students[f"{n}-{mode}"]) for n in run.cfg["students"].get("ensemble", [])
-                   if f"{n}-{mode}" in students]
-        if len(members) >= 2:
-            preds.append(student_predictor(f"ensemble-{mode}", AveragingEnsemble.from_fitted(members), labels))
-    return preds
+    return [teacher_predictor(run) if est is None else native_predictor(model_id, est, labels=labels,
+                                                                        kind=kind_of(model_id))
+            for model_id, est in run.models().items()]
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing; run `python -m bench.export` for that profile first") from None
+    except ValueError:
+        raise UserError(f"{path} is unreadable; delete it and run `python -m bench.export` again") from None
+
+
+def loader_context(run: Run, model_id: str, estimator, backend: str, device: str = "cpu") -> dict:
+    max_length = getattr(estimator, "max_length", None) or run.cfg["teacher"]["max_length"]
+    return {"source": estimator, "max_length": max_length, "device": device,
+            "meta": {"model": model_id, "backend": backend, "labels": run.labels(), "kind": kind_of(model_id)}}
+
+
+def load_variant(run: Run, model_id: str, backend: str, models: dict | None = None) -> Predictor:
+    """A Predictor for one (model, backend) of `run`; exported variants must have been exported."""
+    models = models if models is not None else run.models()
+    estimator = models[model_id]
+    family = family_of(estimator)
+    if backend in GPU_VARIANTS:
+        return _load_gpu_variant(run, model_id, backend)
+    if backend == family.native_backend:
+        if model_id == "teacher":
+            return teacher_predictor(run)
+        return native_predictor(model_id, estimator, labels=run.labels(), kind=kind_of(model_id))
+    if backend not in family.backends:
+        raise UserError(f"{model_id} ({family.name}) has no backend {backend!r}; it has "
+                        f"{', '.join([family.native_backend, *family.backends])}")
+    if run.key(f"export/{model_id}/{backend}") is None:
+        raise UserError(f"{model_id}/{backend} has not been exported; run `python -m bench.export "
+                        f"--profile {run.profile}`")
+    return family.backends[backend].load(run.dir / "export" / model_id / backend,
+                                         loader_context(run, model_id, estimator, backend))
+
+
+def _load_gpu_variant(run: Run, model_id: str, backend: str) -> Predictor:
+    base, options = GPU_VARIANTS[backend]
+    if base == "torch":
+        pred = teacher_predictor(run, device="cuda")
+        if options.get("fp16"):
+            pred.module = pred.module.half()
+        pred.backend = backend
+        return pred
+    ctx = {**loader_context(run, model_id, None, backend, device="cuda"), **options}
+    return FAMILIES["transformer"].backends[base].load(run.dir / "export" / model_id / base, ctx)
+
+
+def cuda_backends() -> dict:
+    """GPU variants runnable here, or {} with the reason printed once."""
+    if not torch.cuda.is_available():
+        return {}
+    import onnxruntime as ort
+    out = dict(GPU_VARIANTS)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        out.pop("onnx-cuda")
+    return out
+
+
+def gpu_skip_reason() -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False): GPU variants skipped"
+    import onnxruntime as ort
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu): onnx-cuda skipped"
+    return None

@@ -30,7 +30,8 @@ def evaluate(y_true, proba, teacher_pred=None, n_resamples=1000, seed=13) -> dic
 
 
 def count_params(model) -> int:
-    """Learned weights: torch parameters, or the fitted arrays of a scikit-learn head."""
+    """Learned weights: torch parameters, or the fitted arrays of a scikit-learn head (for the static student, the
+    head-projected token table it runs with)."""
     if hasattr(model, "num_parameters"):
         return int(model.num_parameters())
     if hasattr(model, "module_"):
@@ -39,7 +40,7 @@ def count_params(model) -> int:
         return int(sum(count_params(est) for _, est in model.estimators_))
     head = getattr(model, "model_", model)
     total = 0
-    for attr in ("coef_", "intercept_", "feature_log_prob_", "class_log_prior_"):
+    for attr in ("coef_", "intercept_", "feature_log_prob_", "class_log_prior_", "table_", "bias_"):
         value = getattr(head, attr, None)
         if value is not None:
             total += int(np.size(value))

@@ -26,12 +26,34 @@ from .environment import environment
 from .errors import UserError
 from .metrics import count_params, evaluate
 
-MODES = ("baseline", "distilled")
+MODES = ("baseline", "distilled")            # the spine, built by `make distill`
+TRANSFER_MODES = ("augmented", "annealed")   # trained on train + the transfer set, built by `make ablation`
+TRAINED_ON = {
+    "teacher": "gold labels (fine-tuned)",
+    "baseline": "gold labels",
+    "distilled": "teacher logits, train",
+    "augmented": "teacher logits, train + transfer set",
+    "annealed": "teacher logits, train + transfer set, annealed",
+}
+
+
+def kind_of(model_id: str) -> str:
+    """teacher | ensemble | the training mode of a student (`bilstm-augmented` -> augmented)."""
+    if model_id == "teacher":
+        return "teacher"
+    if model_id.startswith("ensemble-"):
+        return "ensemble"
+    return model_id.rsplit("-", 1)[-1]
+
+
+def mode_of(model_id: str) -> str:
+    """How a model was trained: a key of TRAINED_ON (an ensemble's is its members')."""
+    return "teacher" if model_id == "teacher" else model_id.rsplit("-", 1)[-1]
 
 
 class Run:
     """Paths, cached stages and loaders of one profile's artifacts. Later stages (bench, reports, serve) use the
-    loaders (`split`, `labels`, `teacher_dir`, `soft_labels`, `student`, `student_names`)."""
+    loaders (`split`, `labels`, `teacher_dir`, `soft_labels`, `student`) and the one list of models, `models()`."""
 
     def __init__(self, profile: str, cfg: dict, artifacts="artifacts", reports="reports", progress=True, log=print):
         self.profile = profile
@@ -231,24 +253,18 @@ class Run:
         rows = [{"model": "teacher", "kind": "teacher", **evaluate(gold, teacher_logits, teacher_pred,
                                                                      c["bootstrap"], c["seed"]),
                  "params": teacher_info["params"], "train_seconds": teacher_info["train_seconds"]}]
-        for mode in MODES:
-            fitted = []
-            for name in self.cfg["students"]["names"]:
-                model_id = f"{name}-{mode}"
-                est = self.student(model_id)
-                info = self._stage_meta(f"students/{model_id}")["info"]
-                proba = est.predict_proba(texts)
-                rows.append({"model": model_id, "kind": mode, **evaluate(gold, proba, teacher_pred, c["bootstrap"],
-                                                                         c["seed"]),
-                             "params": info["params"], "train_seconds": info["train_seconds"]})
-                if name in self.cfg["students"].get("ensemble", []):
-                    fitted.append((model_id, est, info))
-            if len(fitted) >= 2:
-                ens = student_zoo.AveragingEnsemble.from_fitted([(n, e) for n, e, _ in fitted])
-                rows.append({"model": f"ensemble-{mode}", "kind": "ensemble",
-                             **evaluate(gold, ens.predict_proba(texts), teacher_pred, c["bootstrap"], c["seed"]),
-                             "params": count_params(ens), "train_seconds": sum(i["train_seconds"] for *_, i in fitted),
-                             "members": "+".join(n for n, *_ in fitted)})
+        for model_id, est in self.models(MODES).items():
+            if est is None:
+                continue
+            members = self.ensemble_members(model_id)
+            infos = [self.stage_info(f"students/{m}") for m in members or [model_id]]
+            row = {"model": model_id, "kind": kind_of(model_id),
+                   **evaluate(gold, est.predict_proba(texts), teacher_pred, c["bootstrap"], c["seed"]),
+                   "params": count_params(est) if members else infos[0]["params"],
+                   "train_seconds": sum(i["train_seconds"] for i in infos)}
+            if members:
+                row["members"] = "+".join(members)
+            rows.append(row)
         return pd.DataFrame(rows)
 
     # --- loaders -----------------------------------------------------------------------------------------------
@@ -273,6 +289,51 @@ class Run:
 
     def student_names(self) -> list[str]:
         return [f"{n}-{m}" for m in self.cfg["students"]["modes"] for n in self.cfg["students"]["names"]]
+
+    def model_ids(self, modes=None) -> list[str]:
+        """Every model of the run, in report order: the teacher, then per training mode its students and their
+        ensemble. The spine's students (`students.names` x `students.modes`) must be built; students trained on the
+        transfer set (`make ablation`) are included once built. `modes` keeps only those training modes."""
+        required = set(self.student_names())
+        names = list(dict.fromkeys([*self.cfg["students"]["names"], *self.cfg.get("ablation", {}).get("students", [])]))
+        ensemble = self.cfg["students"].get("ensemble", [])
+        ids = ["teacher"]
+        for mode in (*MODES, *TRANSFER_MODES):
+            if modes is not None and mode not in modes:
+                continue
+            built = [f"{n}-{mode}" for n in names
+                     if f"{n}-{mode}" in required or self.key(f"students/{n}-{mode}") is not None]
+            ids += built
+            if sum(f"{n}-{mode}" in built for n in ensemble) >= 2:
+                ids.append(f"ensemble-{mode}")
+        return ids
+
+    def ensemble_members(self, model_id: str) -> list[str]:
+        """The students an ensemble averages ([] for any other model)."""
+        if kind_of(model_id) != "ensemble":
+            return []
+        mode = mode_of(model_id)
+        return [f"{n}-{mode}" for n in self.cfg["students"].get("ensemble", [])
+                if self._stage_meta(f"students/{n}-{mode}") is not None]
+
+    def models(self, modes=None) -> dict:
+        """model id -> fitted estimator (None for the teacher, whose weights live in `teacher_dir()`), ensembles
+        included: the one list of models that evaluation, export, bench, report and serve share."""
+        out = {}
+        for model_id in self.model_ids(modes):
+            out[model_id] = self.model(model_id, out)
+        return out
+
+    def model(self, model_id: str, loaded: dict | None = None):
+        """One model of `model_ids()`, loaded (members of an ensemble are taken from `loaded` when there)."""
+        loaded = loaded if loaded is not None else {}
+        if model_id == "teacher":
+            return None
+        members = self.ensemble_members(model_id)
+        if members:
+            return student_zoo.AveragingEnsemble.from_fitted(
+                [(m, loaded[m] if m in loaded else self.student(m)) for m in members])
+        return self.student(model_id)
 
     def student(self, model_id: str):
         path = self._require(f"students/{model_id}") / "model.joblib"

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
+from bench.families import family_of, native_predictor
 from bench.predictor import Predictor
-from bench.zoo import open_run, student_predictor, teacher_predictor
+from bench.zoo import load_variant, open_run, read_manifest, teacher_predictor
 from distill.errors import UserError
-from distill.pipeline import Run
-from distill.students import AveragingEnsemble
+from distill.pipeline import Run, kind_of
 
 
 @dataclass(frozen=True)
@@ -41,36 +41,31 @@ DEFAULT_BACKENDS = ("onnx-int8",)
 def model_loaders(run: Run, backends=DEFAULT_BACKENDS) -> list[tuple[str, Callable[[], list[Predictor]]]]:
     """What serve loads, in order, as (name, load) pairs; `load()` returns one or more Predictors or raises.
 
-    The same models as `bench.zoo.native_predictors`, split per model so one failure does not hide the rest,
-    then the exported variants of `backends` found in the run's export manifest (`make bench` writes them).
+    Every model of `run.models()`, one loader each so one failure does not hide the rest, each in its serving
+    backend: the fastest validated backend at batch 1 in the run's benchmark (reports/<profile>/bench.json), or
+    the native one before `make bench`. The teacher is always served in PyTorch eager too: it is the reference.
+    Then the exported variants of `backends` found in the run's export manifest.
     """
-    labels = run.labels()
-    students = {}   # model id -> fitted estimator, filled as student loaders succeed; ensembles reuse them
+    from bench.results import serving_backends
+    serving = serving_backends(run)
+    loaded: dict = {}   # model id -> fitted estimator, filled as loaders succeed; ensembles reuse their members
 
-    def student(model_id):
-        students[model_id] = run.student(model_id)
-        return [student_predictor(model_id, students[model_id], labels)]
-
-    def ensemble(mode, wanted):
-        members = [(m, students[m]) for m in wanted if m in students]
-        if len(members) < 2:
-            absent = ", ".join(m for m in wanted if m not in students)
-            raise UserError(f"needs two or more of its members {', '.join(wanted)}, but {absent} did not load")
-        return [student_predictor(f"ensemble-{mode}", AveragingEnsemble.from_fitted(members), labels)]
+    def load(model_id):
+        loaded[model_id] = run.model(model_id, loaded)
+        backend = serving.get(model_id)
+        if backend is None or backend == family_of(loaded[model_id]).native_backend:
+            if model_id == "teacher":
+                return [teacher_predictor(run)]
+            return [native_predictor(model_id, loaded[model_id], labels=run.labels(), kind=kind_of(model_id))]
+        return [load_variant(run, model_id, backend, loaded)]
 
     loaders = [("teacher", lambda: [teacher_predictor(run)])]
-    loaders += [(model_id, partial(student, model_id)) for model_id in run.student_names()]
-    names = run.cfg["students"]["names"]
-    for mode in run.cfg["students"]["modes"]:
-        wanted = [f"{n}-{mode}" for n in run.cfg["students"].get("ensemble", []) if n in names]
-        if len(wanted) >= 2:
-            loaders.append((f"ensemble-{mode}", partial(ensemble, mode, wanted)))
-    loaders += exported_loaders(run, backends)
-    return loaders
+    loaders += [(model_id, partial(load, model_id)) for model_id in run.model_ids() if model_id != "teacher"]
+    served = {(m, b) for m, b in serving.items()}
+    return loaders + exported_loaders(run, backends, skip=served)
 
 
-def exported_loaders(run: Run, backends) -> list[tuple[str, Callable[[], list[Predictor]]]]:
-    from bench.export import load_variant, models_of, read_manifest
+def exported_loaders(run: Run, backends, skip=()) -> list[tuple[str, Callable[[], list[Predictor]]]]:
     manifest = run.dir / "export" / "manifest.json"
     if not backends or not manifest.exists():
         return []
@@ -78,11 +73,12 @@ def exported_loaders(run: Run, backends) -> list[tuple[str, Callable[[], list[Pr
 
     def load(model_id, backend):
         if not models:
-            models.update(models_of(run))
+            models.update(run.models())
         return [load_variant(run, model_id, backend, models)]
 
     return [(f"{v['model']}/{v['backend']}", partial(load, v["model"], v["backend"]))
-            for v in read_manifest(manifest)["variants"] if v["status"] == "ok" and v["backend"] in backends]
+            for v in read_manifest(manifest)["variants"]
+            if v["status"] == "ok" and v["backend"] in backends and (v["model"], v["backend"]) not in skip]
 
 
 def load_run(run: Run, log=print, n_examples: int = 8, backends=DEFAULT_BACKENDS) -> Loaded:

@@ -67,6 +67,21 @@ def tiny_teacher_dir(tmp_path_factory, mr_texts) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sensitive_teacher(tmp_path_factory, tiny_teacher_dir) -> Path:
+    """The tiny BERT re-initialised with initializer_range=0.3: its outputs vary from text to text (the default
+    tiny teacher answers nearly the same for every sentence), so a broken export shows."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+    directory = tmp_path_factory.mktemp("sensitive-bert")
+    shutil.copytree(tiny_teacher_dir, directory, dirs_exist_ok=True)
+    config = BertConfig.from_pretrained(directory)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_teacher_dir) -> Run:
     """A finished run of the real pipeline on 300 MR sentences with the tiny teacher (about 15 s)."""
     root = tmp_path_factory.mktemp("run")

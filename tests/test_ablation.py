@@ -29,7 +29,7 @@ def test_ablation_writes_csv_and_markdown(ablation_run):
     variants = written.groupby("student")["variant"].apply(list).to_dict()
     assert variants["tfidf_lr"] == list(ablation.VARIANTS)
     assert variants["nb"] == ["hard", "soft", "soft+aug"]  # not in ablation.anneal
-    assert set(variants) == {"tfidf_lr", "tfidf_ridge", "nb", "bilstm", "transformer"}
+    assert set(variants) == {"tfidf_lr", "tfidf_ridge", "nb", "bilstm", "static", "transformer"}
     assert ((written["ci_low"] <= written["accuracy"]) & (written["accuracy"] <= written["ci_high"])).all()
     assert (written.loc[written["variant"] == "hard", "gain_vs_hard"] == 0).all()
     assert ((written["gain_ci_low"] <= written["gain_vs_hard"] + 1e-9)

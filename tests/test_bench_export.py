@@ -9,6 +9,7 @@ within 1e-4" and "same labels" would hold for any broken export; this teacher's 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import exporters
-from bench.export import export_all, load_variant, models_of, read_manifest
+from bench.export import export_all, load_variant, read_manifest
+from bench.families import FAMILIES
 from distill import data as datasets
 from distill.errors import UserError
 from distill.metrics import evaluate
@@ -34,8 +35,10 @@ SKLEARN = ["tfidf_lr", "tfidf_ridge", "nb"]
 MODES = ["baseline", "distilled"]
 EXPORTED = ([("teacher", b) for b in TEACHER_BACKENDS]
             + [(f"bilstm-{m}", b) for m in MODES for b in BILSTM_BACKENDS]
-            + [(f"{s}-{m}", "onnx") for m in MODES for s in SKLEARN])
-NATIVE = {"teacher": "torch", "bilstm": "torch", "ensemble": "native", **{s: "sklearn" for s in SKLEARN}}
+            + [(f"{s}-{m}", b) for m in MODES for s in SKLEARN for b in ("onnx", "numpy")]
+            + [(f"static-{m}", "onnx") for m in MODES])
+NATIVE = {"teacher": "torch", "bilstm": "torch", "ensemble": "native", "static": "numpy",
+          **{s: "sklearn" for s in SKLEARN}}
 
 FP32_TOL = 1e-4
 # Dynamic int8: weights get one scale per tensor (max|w| / 127, so rounding errors of up to 0.4% of max|w| each) and
@@ -56,22 +59,12 @@ def native_backend(model_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def sensitive_teacher(tmp_path_factory, tiny_teacher_dir) -> Path:
-    from transformers import BertConfig, BertForSequenceClassification
-    directory = tmp_path_factory.mktemp("sensitive-bert")
-    shutil.copytree(tiny_teacher_dir, directory, dirs_exist_ok=True)
-    config = BertConfig.from_pretrained(directory)
-    config.initializer_range = 0.3
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory, sensitive_teacher) -> Run:
     root = tmp_path_factory.mktemp("bench-run")
     # random BiLSTM embeddings: the exporters do not care, and loading GloVe for each BiLSTM costs seconds
-    run = Run("tiny", tiny_config(sensitive_teacher, ["teacher.lr=1e-5", 'students.bilstm.embedding="random"']),
+    # a high learning rate: the static student must answer differently for different texts to test its exports
+    run = Run("tiny", tiny_config(sensitive_teacher, ["teacher.lr=1e-5", 'students.bilstm.embedding="random"',
+                                                      "students.static.lr=0.1"]),
               root / "artifacts", root / "reports", progress=False, log=lambda *_: None)
     run.all()
     return run
@@ -84,7 +77,7 @@ def exported(run) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def models(run, exported):
-    return models_of(run)
+    return run.models()
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +102,7 @@ def native_probs(run, models, texts) -> dict:
 def test_every_variant_is_exported(run, exported):
     got = {(e["model"], e["backend"]): e for e in exported}
     natives = {(m, native_backend(m)) for m in ["teacher", "ensemble-baseline", "ensemble-distilled"]
-               + [f"{s}-{m}" for m in MODES for s in SKLEARN + ["bilstm"]]}
+               + [f"{s}-{m}" for m in MODES for s in SKLEARN + ["bilstm", "static"]]}
     assert set(got) == set(EXPORTED) | natives
     failed = {k: e.get("error") for k, e in got.items() if e["status"] != "ok"}
     assert failed == {}
@@ -120,7 +113,8 @@ def test_every_variant_is_exported(run, exported):
     for model_id, backend in EXPORTED:
         directory = run.dir / "export" / model_id / backend
         assert (directory / "stage.json").exists()
-        assert list(directory.glob("*.onnx")) or (directory / "model.pt").exists(), (model_id, backend)
+        assert (list(directory.glob("*.onnx")) or (directory / "model.pt").exists()
+                or (directory / "linear.npz").exists()), (model_id, backend)
 
 
 def test_manifest_carries_accuracy_size_params(run, exported, models):
@@ -222,7 +216,8 @@ def test_failed_export_is_recorded_and_the_others_go_on(run, exported, tmp_path,
     def broken(*args, **kwargs):
         raise RuntimeError("planted exporter failure\nsecond line")
 
-    monkeypatch.setitem(exporters.EXPORTERS, ("bilstm", "onnx"), broken)
+    onnx = FAMILIES["bilstm"].backends["onnx"]
+    monkeypatch.setitem(FAMILIES["bilstm"].backends, "onnx", dataclasses.replace(onnx, export=broken))
     log = []
     entries = export_all(copy, models_filter=["bilstm-baseline"], log=log.append, progress=False)
     status = {e["backend"]: e for e in entries}
@@ -260,9 +255,11 @@ def test_benchmark_suite_runs_and_writes_json(run, exported, tmp_path):
     report = json.loads(out.read_text())
     cases = {(b["extra_info"]["model"], b["extra_info"]["backend"], b["extra_info"]["batch_size"],
               b["extra_info"]["mode"]): b for b in report["benchmarks"]}
+    harness = cases.pop(("harness", "noop", 1, "e2e"))
+    assert harness["stats"]["median"] < cases[("tfidf_lr-baseline", "sklearn", 1, "e2e")]["stats"]["median"]
     variants = {("teacher", "torch"), ("teacher", "onnx-int8"), ("tfidf_lr-baseline", "sklearn"),
-                ("tfidf_lr-baseline", "onnx")}
-    assert set(cases) == {(m, b, n, mode) for m, b in variants for n in (1, 4) for mode in ("e2e", "model")}
+                ("tfidf_lr-baseline", "onnx"), ("tfidf_lr-baseline", "numpy")}
+    assert set(cases) == {(m, b, n, mode) for m, b in variants for n in (1, 4) for mode in ("e2e", "prepare", "model")}
     manifest = {(e["model"], e["backend"]): e for e in exported}
     for (model_id, backend, batch, mode), case in cases.items():
         info = case["extra_info"]

@@ -27,12 +27,14 @@ def synthetic(tmp_path):
     benchmarks = []
     for m, b, k, f, a, ms1, ms32 in VARIANTS:
         for batch, ms in ((1, ms1), (32, ms32)):
-            for mode, factor in (("e2e", 1.0), ("model", 0.8)):
+            for mode, factor in (("e2e", 1.0), ("prepare", 0.2), ("model", 0.8)):
                 median = ms * factor / 1e3
                 benchmarks.append({"stats": {"median": median}, "extra_info": {
                     "model": m, "backend": b, "batch_size": batch, "mode": mode, "p90": median * 1.1,
                     "throughput_per_s": batch / median, "speedup_vs_teacher_eager": None, "rss_increase_mb": 10,
                     "guard": {"contended": m == "nb-baseline", "other_load_max": 0.1}}})
+    benchmarks.append({"stats": {"median": 2e-6}, "extra_info": {"model": "harness", "backend": "noop",
+                                                                  "batch_size": 1, "mode": "e2e", "guard": {}}})
     bench = {"benchmarks": benchmarks, "machine_info": {"cpu_model": "test cpu", "cpu_count": 2}, "datetime": "now"}
     (tmp_path / "artifacts" / "syn" / "export").mkdir(parents=True)
     write_json(tmp_path / "artifacts" / "syn" / "export" / "manifest.json", manifest)
@@ -112,3 +114,36 @@ def test_missing_bench_is_a_user_error(tmp_path):
     (tmp_path / "reports" / "syn" / "bench.json").unlink()
     with pytest.raises(UserError, match="make bench"):
         build_report("syn", tmp_path / "artifacts", tmp_path / "reports")
+
+
+def test_report_shows_where_the_time_goes_the_frontier_and_the_harness_overhead(tmp_path):
+    synthetic(tmp_path)
+    result = build_report("syn", tmp_path / "artifacts", tmp_path / "reports")
+    table = result["table"]
+    row = table[(table.model == "bilstm-distilled") & (table.batch_size == 1)].iloc[0]
+    assert row.prepare_median_ms == pytest.approx(0.2) and row.model_only_median_ms == pytest.approx(0.8)
+    assert row.trained_on == "teacher logits, train"
+    assert "harness" not in set(table["model"])
+    md = result["markdown"]
+    assert "## Where the time goes" in md
+    # frontier: the fastest student keeping >= 97% of 0.85 (0.8245) does not exist here -> the most accurate one
+    assert "no student keeps 97%; the most accurate): bilstm-distilled (torch; teacher logits, train)" in md
+    assert "Harness overhead" in md and "2.00 µs per call, 0.5% of the fastest student's batch-1 time " \
+        "(tfidf_lr-baseline/sklearn, 400 µs)" in md
+    summary_json = (tmp_path / "reports" / "syn" / "summary.json").read_text()
+    assert '"harness_overhead_ms": 0.002' in summary_json
+
+
+def test_frontier_picks_the_fastest_student_that_keeps_97_percent():
+    from bench.results import frontier
+    table = pd.DataFrame([
+        {"model": "teacher", "backend": "torch", "kind": "teacher", "batch_size": 1, "accuracy": 0.80,
+         "median_ms": 20.0},
+        {"model": "a", "backend": "onnx", "kind": "augmented", "batch_size": 1, "accuracy": 0.79, "median_ms": 0.5},
+        {"model": "b", "backend": "numpy", "kind": "augmented", "batch_size": 1, "accuracy": 0.777, "median_ms": 0.1},
+        {"model": "c", "backend": "numpy", "kind": "baseline", "batch_size": 1, "accuracy": 0.70, "median_ms": 0.05},
+    ])
+    best, teacher = frontier(table)
+    assert (best.model, teacher.model) == ("b", "teacher")     # 0.777 >= 0.97 * 0.80 = 0.776
+    best, _ = frontier(table, keep=0.98)
+    assert best.model == "a"

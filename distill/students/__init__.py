@@ -2,11 +2,13 @@
 
 `fit(texts, y)` takes either hard labels (1-D ints: the baseline) or the teacher's logits (2-D floats: the distilled
 twin). Every student has `predict` and `predict_proba`, so they compose with scikit-learn tools and with each other.
-Students with a `teacher` parameter (the transformer students) are built from the teacher's model directory.
+Students with a `teacher` parameter (transformer, static) are built from the teacher's model directory.
+Each student class names its `family` (bench/families.py: how it is served, exported and validated).
 """
 from .bilstm import BiLSTMClassifier
 from .ensemble import AveragingEnsemble
 from .linear import TfidfLogisticRegression, TfidfNaiveBayes, TfidfRidge
+from .static import StaticEmbeddingClassifier
 from .transformer import BornAgainClassifier, TransformerClassifier
 
 REGISTRY = {
@@ -16,6 +18,7 @@ REGISTRY = {
     "bilstm": BiLSTMClassifier,
     "transformer": TransformerClassifier,
     "born_again": BornAgainClassifier,
+    "static": StaticEmbeddingClassifier,
 }
 
 
@@ -34,4 +37,5 @@ def needs_teacher(name: str) -> bool:
 
 
 __all__ = ["REGISTRY", "build", "needs_teacher", "BiLSTMClassifier", "AveragingEnsemble", "BornAgainClassifier",
-           "TfidfLogisticRegression", "TfidfNaiveBayes", "TfidfRidge", "TransformerClassifier"]
+           "StaticEmbeddingClassifier", "TfidfLogisticRegression", "TfidfNaiveBayes", "TfidfRidge",
+           "TransformerClassifier"]

@@ -74,6 +74,7 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
     Early stopping uses `eval_set=(texts, labels)` when given.
     """
 
+    family = "bilstm"
     code_version = 2  # part of the cache key: version 1 read padding in its backward direction
 
     def __init__(self, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,

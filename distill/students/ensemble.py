@@ -11,6 +11,8 @@ class AveragingEnsemble(ClassifierMixin, BaseEstimator):
     `fit` fits clones of every member on the same targets; `from_fitted` wraps members trained elsewhere.
     """
 
+    family = "ensemble"
+
     def __init__(self, estimators=()):
         self.estimators = estimators
 

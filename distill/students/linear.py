@@ -18,6 +18,8 @@ def _vectorizer(max_features: int | None) -> TfidfVectorizer:
 class _TfidfStudent(ClassifierMixin, BaseEstimator):
     """Common plumbing: vectorise, fit the head, expose probabilities."""
 
+    family = "sklearn"
+
     def _fit_vectorizer(self, X):
         self.vectorizer_ = _vectorizer(self.max_features)
         return self.vectorizer_.fit_transform(X)

@@ -99,6 +99,8 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
     and the teacher's (through a learned projection when the widths differ); it runs the teacher on every batch.
     """
 
+    family = "transformer"
+
     def __init__(self, teacher=None, layers=3, init="teacher", layer_choice="uniform", max_length=64, epochs=2,
                  max_steps=0, batch_size=32, lr=1e-4, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
                  alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,

@@ -1,0 +1,211 @@
+"""A static-embedding student (Model2Vec): the fine-tuned teacher distilled into one vector per token, a mean over a
+text's tokens, and a linear head trained on the teacher's logits (or on gold labels: the hard twin).
+
+`model2vec.distill` runs every token of the teacher's vocabulary through the fine-tuned teacher once and keeps its
+(PCA-reduced) output as that token's static embedding, so the embeddings already carry what fine-tuning taught the
+teacher. The head, and optionally the embeddings themselves, are then trained like fastText.
+
+Because the head is linear and the pooling a mean, head(mean(E[ids])) = mean((E @ W.T)[ids]) + b: the fitted student
+keeps only that projected table (vocabulary x classes). Inference is a tokenizer (the `tokenizers` library), a gather
+and a mean in numpy: no torch, no transformer.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from ..losses import annealed_target_loss, kd_loss
+from .soft import is_soft, softmax
+
+
+@functools.lru_cache(maxsize=2)
+def distil_static(teacher: str, pca_dims: int, stamp) -> tuple[np.ndarray, str]:
+    """(token embeddings, tokenizer JSON) of the teacher at `teacher` (offline). `stamp` (the weights' size and
+    mtime) keys the in-process cache, so the baseline and distilled twins share one distillation."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from model2vec.distill import distill
+    except ImportError:
+        raise UserError("the static student needs model2vec; run `pip install -r requirements.txt` "
+                        "(make does this for you)") from None
+    from transformers import AutoConfig
+    width = AutoConfig.from_pretrained(teacher).hidden_size
+    static = distill(teacher, pca_dims=pca_dims if pca_dims < width else None, quantize_to="float32")
+    return np.asarray(static.embedding, dtype=np.float32), static.tokenizer.to_str()
+
+
+def _weights_stamp(teacher: str):
+    files = sorted(Path(teacher).glob("*.safetensors")) + sorted(Path(teacher).glob("*.bin"))
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
+    """Model2Vec embeddings of the teacher + mean pooling + a linear head.
+
+    `fit(texts, y)`: y = labels (cross-entropy) or teacher logits (`loss`: mse | kl | mix; `anneal=True` for teacher
+    annealing). `train_embeddings` also updates the static embeddings (they start as the teacher's). Early stopping
+    on `eval_set`.
+    """
+
+    family = "static"
+
+    def __init__(self, *, teacher=None, pca_dims=256, max_length=128, train_embeddings=True, epochs=6,
+                 batch_size=128, lr=3e-3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=1,
+                 seed=13, progress=True):
+        self.teacher = teacher
+        self.pca_dims = pca_dims
+        self.max_length = max_length
+        self.train_embeddings = train_embeddings
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.loss = loss
+        self.temperature = temperature
+        self.alpha = alpha
+        self.anneal = anneal
+        self.patience = patience
+        self.seed = seed
+        self.progress = progress
+
+    # --- text -> token ids -------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The Model2Vec tokenizer (`tokenizers.Tokenizer`, no padding, truncated to `max_length`), built once."""
+        if getattr(self, "_tokenizer", None) is None:
+            from tokenizers import Tokenizer
+            tok = Tokenizer.from_str(self.tokenizer_json_)
+            tok.no_padding()
+            tok.enable_truncation(self.max_length)
+            self._tokenizer = tok
+        return self._tokenizer
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_tokenizer", None)  # rebuilt from tokenizer_json_ on first use
+        return state
+
+    def token_ids(self, texts) -> list[np.ndarray]:
+        texts = list(texts)
+        if len(texts) == 1:  # encode_batch's thread pool costs more than it saves on one text (~60 µs here)
+            encodings = [self.tokenizer.encode(texts[0], add_special_tokens=False)]
+        else:
+            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+
+    def pad(self, ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, mask) padded to the longest row; a text with no known token gets one masked-out slot."""
+        width = max(1, max((len(r) for r in ids), default=1))
+        padded = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.float32)
+        for i, row in enumerate(ids):
+            padded[i, :len(row)] = row
+            mask[i, :len(row)] = 1.0
+        return padded, mask
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def fit(self, X, y, hard_labels=None, eval_set=None):
+        if not self.teacher:
+            raise UserError("the static student needs its teacher: set `teacher` to the teacher's model dir")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a gather and a small matrix: a second thread only adds synchronisation
+        try:
+            return self._fit(list(X), np.asarray(y), hard_labels, eval_set)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, X, y, hard_labels, eval_set):
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        soft = is_soft(y)
+        if soft and (self.loss == "mix" or self.anneal) and hard_labels is None:
+            raise ValueError("loss='mix' and anneal=True need hard_labels")
+        num_classes = y.shape[1] if soft else int(y.max()) + 1
+        self.classes_ = np.arange(num_classes)
+        embeddings, self.tokenizer_json_ = distil_static(str(self.teacher), self.pca_dims,
+                                                         _weights_stamp(str(self.teacher)))
+        self._tokenizer = None
+        bag = nn.EmbeddingBag.from_pretrained(torch.from_numpy(embeddings.copy()), freeze=not self.train_embeddings,
+                                              mode="mean")
+        head = nn.Linear(embeddings.shape[1], num_classes)
+        params = [p for p in [*bag.parameters(), *head.parameters()] if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=self.lr)
+
+        ids = self.token_ids(X)
+        targets = torch.tensor(y, dtype=torch.float32 if soft else torch.long)
+        gold = torch.tensor(np.asarray(hard_labels if hard_labels is not None else np.zeros(len(y))),
+                            dtype=torch.long)
+        steps_per_epoch = int(np.ceil(len(X) / self.batch_size))
+        total, step = steps_per_epoch * self.epochs, 0
+        best, best_state, bad = -1.0, None, 0
+        self.history_ = []
+        bar = tqdm(total=total, desc="static", disable=not self.progress, leave=False)
+        for epoch in range(self.epochs):
+            for batch in np.array_split(rng.permutation(len(X)), steps_per_epoch):
+                flat, offsets = _flatten([ids[i] for i in batch])
+                logits = head(bag(flat, offsets))
+                if not soft:
+                    loss = nn.functional.cross_entropy(logits, targets[batch])
+                elif self.anneal:
+                    loss = annealed_target_loss(logits, targets[batch], gold[batch], step / total, self.temperature)
+                else:
+                    loss = kd_loss(logits, targets[batch], gold[batch], self.loss, self.temperature, self.alpha)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            self._set_table(bag, head)
+            if eval_set is not None:
+                score = float(np.mean(self.predict(eval_set[0]) == np.asarray(eval_set[1])))
+                self.history_.append(score)
+                bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
+                if score > best:
+                    best, bad, best_state = score, 0, (self.table_.copy(), self.bias_.copy())
+                else:
+                    bad += 1
+                    if bad > self.patience:
+                        break
+        bar.close()
+        if best_state is not None:
+            self.table_, self.bias_ = best_state
+        self.embedding_dim_ = int(embeddings.shape[1])
+        return self
+
+    @torch.no_grad()
+    def _set_table(self, bag, head):
+        # The head folded into the embeddings: one row of class scores per token.
+        self.table_ = (bag.weight @ head.weight.T).numpy().astype(np.float32)
+        self.bias_ = head.bias.numpy().astype(np.float32).copy()
+
+    # --- inference (numpy only) --------------------------------------------------------------------------------
+    def logits_from_ids(self, ids: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(ids), len(self.bias_)), dtype=np.float32)
+        for i, row in enumerate(ids):
+            out[i] = self.table_[row].mean(axis=0) if len(row) else 0.0
+        return out + self.bias_
+
+    def predict_logits(self, X) -> np.ndarray:
+        return self.logits_from_ids(self.token_ids(X))
+
+    def predict_proba(self, X):
+        return softmax(self.predict_logits(X))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def _flatten(rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """EmbeddingBag input: all ids in one tensor plus each row's start. An empty row pools to zeros."""
+    lengths = [len(r) for r in rows]
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat = np.concatenate(rows) if sum(lengths) else np.zeros(0, dtype=np.int64)
+    return torch.from_numpy(flat.astype(np.int64)), torch.from_numpy(offsets)

@@ -1,0 +1,85 @@
+"""Print the README's result tables from a committed run: docs/results/<profile>/{results.csv, summary.json,
+ablation.csv} (copied there from reports/<profile>/ after `make report`).
+
+    .venv/bin/python scripts/results_tables.py docs/results/default
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+
+def fastest_per_model(results: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    rows = results[results["batch_size"] == batch_size]
+    students = rows[rows["kind"] != "teacher"].sort_values("median_ms").groupby("model", sort=False).head(1)
+    teacher = rows[rows["model"] == "teacher"]
+    return pd.concat([teacher, students]).sort_values("median_ms", ascending=False)
+
+
+def frontier_table(results: pd.DataFrame) -> str:
+    b1 = fastest_per_model(results, 1)
+    b32 = results[results["batch_size"] == 32].set_index(["model", "backend"])
+    teacher_acc = results.loc[(results["model"] == "teacher") & (results["backend"] == "torch"), "accuracy"].iloc[0]
+    out = []
+    for r in b1.itertuples():
+        at32 = b32.loc[(r.model, r.backend)] if (r.model, r.backend) in b32.index else None
+        out.append({"model / backend": f"{r.model} / {r.backend}", "trained on": r.trained_on,
+                    "accuracy [95% CI]": f"{r.accuracy:.4f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
+                    "of teacher": f"{r.accuracy / teacher_acc:.1%}", "batch 1 (ms)": f"{r.median_ms:.3g}",
+                    "speedup": f"{r.speedup:.3g}x",
+                    "batch 32 (ms)": f"{at32['median_ms']:.3g}" if at32 is not None else "—",
+                    "speedup 32": f"{at32['speedup']:.3g}x" if at32 is not None else "—",
+                    "size (MB)": f"{r.size_mb:.3g}"})
+    return tabulate(out, headers="keys", tablefmt="github")
+
+
+def time_table(results: pd.DataFrame) -> str:
+    out = []
+    for r in fastest_per_model(results, 1).itertuples():
+        row = {"model / backend": f"{r.model} / {r.backend}"}
+        for batch in (1, 32):
+            match = results[(results["model"] == r.model) & (results["backend"] == r.backend)
+                            & (results["batch_size"] == batch)]
+            if match.empty:
+                continue
+            m = match.iloc[0]
+            row[f"b{batch} prepare"] = f"{m.prepare_median_ms:.3g}"
+            row[f"b{batch} model"] = f"{m.model_only_median_ms:.3g}"
+            row[f"b{batch} end to end"] = f"{m.median_ms:.3g}"
+        out.append(row)
+    return tabulate(out, headers="keys", tablefmt="github")
+
+
+def static_table(ablation: pd.DataFrame) -> str:
+    rows = ablation[ablation["student"] == "static"]
+    return tabulate([{"variant": r.variant, "accuracy [95% CI]": f"{r.accuracy:.4f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
+                      "gain vs hard [paired 95% CI]": f"{100 * r.gain_vs_hard:+.2f} [{100 * r.gain_ci_low:+.2f}, "
+                                                      f"{100 * r.gain_ci_high:+.2f}]",
+                      "train texts": f"{r.train_texts:,}"} for r in rows.itertuples()],
+                    headers="keys", tablefmt="github")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("directory", type=Path, help="e.g. docs/results/default")
+    args = p.parse_args(argv)
+    results = pd.read_csv(args.directory / "results.csv")
+    summary = json.loads((args.directory / "summary.json").read_text())
+    print("\n".join(f"- {line}" for line in summary["headline"][:1]), "\n")
+    print(frontier_table(results), "\n")
+    print(time_table(results), "\n")
+    print(summary["harness_overhead_line"], "\n")
+    if (args.directory / "ablation.csv").exists():
+        print(static_table(pd.read_csv(args.directory / "ablation.csv")), "\n")
+    m = summary["machine"]
+    print(f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, flags {' '.join(m['cpu_flags'] or [])}; "
+          f"threads {m['threads']}; commit {m['git_commit']}; benchmarked {summary['benchmarked']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
