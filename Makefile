@@ -87,6 +87,15 @@ report: ablation
 	$(PY) -m bench.report --profile $(PROFILE) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) \
 		$(if $(MAX_DROP),--max-drop $(MAX_DROP))
 
+# Copy a finished report's small result files into docs/results/<profile>/ (committed; the README's tables come
+# from them: `.venv/bin/python scripts/results_tables.py docs/results/<profile>`).
+.PHONY: results-docs
+results-docs:
+	@mkdir -p docs/results/$(PROFILE)
+	cp reports/$(PROFILE)/accuracy.csv reports/$(PROFILE)/ablation.csv reports/$(PROFILE)/results.csv \
+		reports/$(PROFILE)/summary.json reports/$(PROFILE)/pareto.png docs/results/$(PROFILE)/
+	$(PY) scripts/results_tables.py docs/results/$(PROFILE)
+
 # CI's speedup-regression gate on the smoke profile: ratios within one run vs bench/baselines/smoke.json.
 gate: setup
 	$(PY) -m distill --profile smoke --quiet

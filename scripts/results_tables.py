@@ -1,5 +1,5 @@
-"""Print the README's result tables from a committed run: docs/results/<profile>/{results.csv, summary.json,
-ablation.csv} (copied there from reports/<profile>/ after `make report`).
+"""Print the README's result tables from a committed run: docs/results/<profile>/{accuracy.csv, ablation.csv,
+results.csv, summary.json} (copied there from reports/<profile>/ after `make report`).
 
     .venv/bin/python scripts/results_tables.py docs/results/default
 """
@@ -54,6 +54,25 @@ def time_table(results: pd.DataFrame) -> str:
     return tabulate(out, headers="keys", tablefmt="github")
 
 
+def accuracy_table(accuracy: pd.DataFrame) -> str:
+    return tabulate([{"model": r.model, "kind": r.kind, "accuracy": f"{r.accuracy:.4f}",
+                      "95% CI": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", "macro-F1": f"{r.macro_f1:.3f}",
+                      "agreement with teacher": f"{r.agreement:.3f}", "params": f"{r.params:,}"}
+                     for r in accuracy.itertuples()], headers="keys", tablefmt="github")
+
+
+def ablation_table(ablation: pd.DataFrame) -> str:
+    rows = []
+    for student, group in ablation.groupby("student", sort=False):
+        cells = {r.variant: f"{r.accuracy:.4f}" for r in group.itertuples()}
+        best = group.loc[group["accuracy"].idxmax()]
+        rows.append({"student": student, **{v: cells.get(v, "—") for v in ("hard", "soft", "soft+aug",
+                                                                          "soft+aug+anneal")},
+                     "best gain vs hard (paired 95% CI)": f"{100 * best.gain_vs_hard:+.2f} "
+                     f"[{100 * best.gain_ci_low:+.2f}, {100 * best.gain_ci_high:+.2f}]"})
+    return tabulate(rows, headers="keys", tablefmt="github")
+
+
 def static_table(ablation: pd.DataFrame) -> str:
     rows = ablation[ablation["student"] == "static"]
     return tabulate([{"variant": r.variant, "accuracy [95% CI]": f"{r.accuracy:.4f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
@@ -69,6 +88,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     results = pd.read_csv(args.directory / "results.csv")
     summary = json.loads((args.directory / "summary.json").read_text())
+    if (args.directory / "accuracy.csv").exists():
+        print(accuracy_table(pd.read_csv(args.directory / "accuracy.csv")), "\n")
+    if (args.directory / "ablation.csv").exists():
+        print(ablation_table(pd.read_csv(args.directory / "ablation.csv")), "\n")
     print("\n".join(f"- {line}" for line in summary["headline"][:1]), "\n")
     print(frontier_table(results), "\n")
     print(time_table(results), "\n")

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..losses import annealed_target_loss, kd_loss
+from .early_stopping import EarlyStopping
 from .soft import is_soft
 
 # "[mask]" stays one token: augmented transfer text (distill/augment.py) uses the teacher's mask token.
@@ -159,8 +160,7 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
         gold = torch.tensor(np.array(gold_source), dtype=torch.long)
         steps_per_epoch = int(np.ceil(len(X) / self.batch_size))
         total, step = steps_per_epoch * self.epochs, 0
-        best, best_state, bad = -1.0, None, 0
-        self.history_ = []
+        stopper = EarlyStopping(self.patience)
         bar = tqdm(total=total, desc="bilstm", disable=not self.progress, leave=False)
         for epoch in range(self.epochs):
             self.module_.train()
@@ -185,18 +185,13 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             if eval_set is not None:
                 score = float(np.mean(self.predict(eval_set[0]) == np.asarray(eval_set[1])))
-                self.history_.append(score)
                 bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
-                if score > best:
-                    best, bad = score, 0
-                    best_state = {k: v.clone() for k, v in self.module_.state_dict().items()}
-                else:
-                    bad += 1
-                    if bad > self.patience:
-                        break
+                if stopper.update(score, lambda: {k: v.clone() for k, v in self.module_.state_dict().items()}):
+                    break
         bar.close()
-        if best_state is not None:
-            self.module_.load_state_dict(best_state)
+        self.history_ = stopper.history
+        if stopper.snapshot is not None:
+            self.module_.load_state_dict(stopper.snapshot)
         self.module_.eval()
         return self
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..losses import annealed_target_loss, kd_loss
+from .early_stopping import EarlyStopping
 from .soft import is_soft, softmax
 
 
@@ -144,8 +145,7 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
                             dtype=torch.long)
         steps_per_epoch = int(np.ceil(len(X) / self.batch_size))
         total, step = steps_per_epoch * self.epochs, 0
-        best, best_state, bad = -1.0, None, 0
-        self.history_ = []
+        stopper = EarlyStopping(self.patience)
         bar = tqdm(total=total, desc="static", disable=not self.progress, leave=False)
         for epoch in range(self.epochs):
             for batch in np.array_split(rng.permutation(len(X)), steps_per_epoch):
@@ -166,17 +166,13 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
             self._set_table(bag, head)
             if eval_set is not None:
                 score = float(np.mean(self.predict(eval_set[0]) == np.asarray(eval_set[1])))
-                self.history_.append(score)
                 bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
-                if score > best:
-                    best, bad, best_state = score, 0, (self.table_.copy(), self.bias_.copy())
-                else:
-                    bad += 1
-                    if bad > self.patience:
-                        break
+                if stopper.update(score, lambda: (self.table_.copy(), self.bias_.copy())):
+                    break
         bar.close()
-        if best_state is not None:
-            self.table_, self.bias_ = best_state
+        self.history_ = stopper.history
+        if stopper.snapshot is not None:
+            self.table_, self.bias_ = stopper.snapshot
         self.embedding_dim_ = int(embeddings.shape[1])
         return self
 

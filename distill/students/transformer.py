@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..losses import annealed_target_loss, kd_loss
+from .early_stopping import EarlyStopping
 from .soft import is_soft
 
 INITS = ("teacher", "scratch", "fresh")
@@ -181,8 +182,8 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         opt = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
         sched = get_linear_schedule_with_warmup(opt, int(self.warmup * total), total)
 
-        step, best, best_state, bad, stop = 0, -1.0, None, 0, False
-        self.history_ = []
+        step, stop = 0, False
+        stopper = EarlyStopping(self.patience)
         bar = tqdm(total=total, desc="transformer", disable=not self.progress, leave=False)
         for epoch in range(self.epochs):
             self.module_.train()
@@ -216,21 +217,19 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
                     break
             if eval_set is not None:
                 score = float(np.mean(self.predict(eval_set[0]) == np.asarray(eval_set[1])))
-                self.history_.append(score)
                 bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
-                if score > best:
-                    best, bad = score, 0
-                    best_state = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
-                else:
-                    bad += 1
-                    stop = stop or bad > self.patience
+                stop = stopper.update(score, self._weights) or stop
             if stop:
                 break
         bar.close()
-        if best_state is not None:
-            self.module_.load_state_dict(best_state)
+        self.history_ = stopper.history
+        if stopper.snapshot is not None:
+            self.module_.load_state_dict(stopper.snapshot)
         self.module_.cpu().eval()
         return self
+
+    def _weights(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
 
     # --- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
