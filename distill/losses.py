@@ -36,3 +36,14 @@ def annealed_target_loss(student_logits, teacher_logits, hard_labels, lam, tempe
     gold = F.one_hot(hard_labels, num_classes=student_logits.shape[-1]).to(teacher_probs.dtype)
     target = (1 - lam) * teacher_probs + lam * gold
     return -(target * F.log_softmax(student_logits, dim=-1)).sum(-1).mean()
+
+
+def student_loss(student, logits, targets, gold, progress: float):
+    """The loss of one training step of a step-by-step `student` (BiLSTM, transformer, static): cross-entropy on
+    gold labels (1-D long `targets`), teacher annealing at `progress` = step / total when `student.anneal`, or
+    `kd_loss` with the student's `loss`, `temperature` and `alpha`."""
+    if targets.dtype == torch.long:
+        return F.cross_entropy(logits, targets)
+    if student.anneal:
+        return annealed_target_loss(logits, targets, gold, progress, student.temperature)
+    return kd_loss(logits, targets, gold, student.loss, student.temperature, student.alpha)

@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..losses import annealed_target_loss, kd_loss
+from ..losses import student_loss
 from .early_stopping import EarlyStopping
 from .soft import is_soft
 
@@ -170,12 +170,7 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
                 for row, i in enumerate(batch):
                     input_ids[row, : lengths[i]] = ids[i]
                 logits = self.module_(input_ids)
-                if not soft:
-                    loss = nn.functional.cross_entropy(logits, targets[batch])
-                elif self.anneal:
-                    loss = annealed_target_loss(logits, targets[batch], gold[batch], step / total, self.temperature)
-                else:
-                    loss = kd_loss(logits, targets[batch], gold[batch], self.loss, self.temperature, self.alpha)
+                loss = student_loss(self, logits, targets[batch], gold[batch], step / total)
                 opt.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.module_.parameters(), 5.0)

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..losses import annealed_target_loss, kd_loss
+from ..losses import student_loss
 from .early_stopping import EarlyStopping
 from .soft import is_soft, softmax
 
@@ -151,12 +151,7 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
             for batch in np.array_split(rng.permutation(len(X)), steps_per_epoch):
                 flat, offsets = _flatten([ids[i] for i in batch])
                 logits = head(bag(flat, offsets))
-                if not soft:
-                    loss = nn.functional.cross_entropy(logits, targets[batch])
-                elif self.anneal:
-                    loss = annealed_target_loss(logits, targets[batch], gold[batch], step / total, self.temperature)
-                else:
-                    loss = kd_loss(logits, targets[batch], gold[batch], self.loss, self.temperature, self.alpha)
+                loss = student_loss(self, logits, targets[batch], gold[batch], step / total)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..losses import annealed_target_loss, kd_loss
+from ..losses import student_loss
 from .early_stopping import EarlyStopping
 from .soft import is_soft
 
@@ -193,12 +193,7 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
                                          return_tensors="pt").to(dev)
                 out = self.module_(**features, output_hidden_states=bool(pairs))
                 batch_targets, batch_gold = targets[batch].to(dev), gold[batch].to(dev)
-                if not soft:
-                    loss = nn.functional.cross_entropy(out.logits, batch_targets)
-                elif self.anneal:
-                    loss = annealed_target_loss(out.logits, batch_targets, batch_gold, step / total, self.temperature)
-                else:
-                    loss = kd_loss(out.logits, batch_targets, batch_gold, self.loss, self.temperature, self.alpha)
+                loss = student_loss(self, out.logits, batch_targets, batch_gold, step / total)
                 if pairs:
                     with torch.no_grad():
                         teacher_states = teacher_model(**features, output_hidden_states=True).hidden_states
