@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from bench.families import family_of, native_predictor
+from bench.families import family_of
 from bench.predictor import Predictor
 from bench.zoo import load_variant, open_run, read_manifest, teacher_predictor
 from distill.errors import UserError
-from distill.pipeline import Run, kind_of
+from distill.pipeline import Run
 
 
 @dataclass(frozen=True)
@@ -52,28 +52,24 @@ def model_loaders(run: Run, backends=DEFAULT_BACKENDS) -> list[tuple[str, Callab
 
     def load(model_id):
         loaded[model_id] = run.model(model_id, loaded)
-        backend = serving.get(model_id)
-        if backend is None or backend == family_of(loaded[model_id]).native_backend:
-            if model_id == "teacher":
-                return [teacher_predictor(run)]
-            return [native_predictor(model_id, loaded[model_id], labels=run.labels(), kind=kind_of(model_id))]
+        backend = serving.get(model_id) or family_of(loaded[model_id]).native_backend
         return [load_variant(run, model_id, backend, loaded)]
 
     loaders = [("teacher", lambda: [teacher_predictor(run)])]
     loaders += [(model_id, partial(load, model_id)) for model_id in run.model_ids() if model_id != "teacher"]
-    served = {(m, b) for m, b in serving.items()}
-    return loaders + exported_loaders(run, backends, skip=served)
+    return loaders + exported_loaders(run, backends, skip=set(serving.items()), loaded=loaded)
 
 
-def exported_loaders(run: Run, backends, skip=()) -> list[tuple[str, Callable[[], list[Predictor]]]]:
+def exported_loaders(run: Run, backends, skip=(), loaded=None) -> list[tuple[str, Callable[[], list[Predictor]]]]:
+    """Loaders of the exported variants of `backends`; `loaded` holds estimators already loaded (reused)."""
     manifest = run.dir / "export" / "manifest.json"
     if not backends or not manifest.exists():
         return []
-    models = {}
+    models = loaded if loaded is not None else {}
 
     def load(model_id, backend):
-        if not models:
-            models.update(run.models())
+        if model_id not in models:
+            models[model_id] = run.model(model_id, models)
         return [load_variant(run, model_id, backend, models)]
 
     return [(f"{v['model']}/{v['backend']}", partial(load, v["model"], v["backend"]))
