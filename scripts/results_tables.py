@@ -82,6 +82,37 @@ def static_table(ablation: pd.DataFrame) -> str:
                     headers="keys", tablefmt="github")
 
 
+def targets_table(results: pd.DataFrame, summary: dict, ablation: pd.DataFrame | None) -> str:
+    """The frontier issue's targets against this run: met or missed, with the numbers."""
+    f = summary["frontier"]
+    b1 = results[results["batch_size"] == 1]
+    teacher_acc = f["teacher_accuracy"]
+    rows = [("best student ≥ 97% of the teacher at ≥ 50x lower batch-1 latency",
+             f"{f['accuracy'] / teacher_acc:.1%} at {f['speedup']:.0f}x ({f['model']} / {f['backend']}, "
+             f"{f['median_ms']:.3g} ms vs {f['teacher_eager_ms']:.3g} ms)",
+             f['accuracy'] / teacher_acc >= 0.97 and f["speedup"] >= 50)]
+    static = b1[b1["model"].str.startswith("static-") & (teacher_acc - b1["accuracy"] <= 0.05)]
+    if not static.empty:
+        s = static.sort_values("median_ms").iloc[0]
+        rows.append(("static student ≥ 150x at ≤ 5 points loss",
+                     f"{s.model} / {s.backend} {s.speedup:.0f}x at {100 * (teacher_acc - s.accuracy):.1f} points "
+                     f"({s.median_ms:.3g} ms, accuracy {s.accuracy:.4f})", s.speedup >= 150))
+    if ablation is not None and (ablation["student"] == "static").any():
+        st = ablation[(ablation["student"] == "static") & (ablation["variant"] != "hard")]
+        cis = "; ".join(f"{r.variant} {100 * r.gain_vs_hard:+.2f} [{100 * r.gain_ci_low:+.2f}, "
+                        f"{100 * r.gain_ci_high:+.2f}]" for r in st.itertuples())
+        rows.append(("static distilled beats its hard twin (paired 95% CI, points)", cis,
+                     bool((st["gain_ci_low"] > 0).any())))
+    students = b1[b1["kind"] != "teacher"]
+    fastest = students.loc[students["median_ms"].idxmin()]
+    overhead = summary["harness_overhead_ms"] / fastest["median_ms"]
+    rows.append(("harness overhead < 5% of the fastest student",
+                 f"{1e3 * summary['harness_overhead_ms']:.2f} µs, {overhead:.1%} of {fastest.model} / "
+                 f"{fastest.backend} ({1e3 * fastest.median_ms:.0f} µs)", overhead < 0.05))
+    return tabulate([{"target": t, "measured": m, "met?": "yes" if ok else "**no**"} for t, m, ok in rows],
+                    headers="keys", tablefmt="github")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("directory", type=Path, help="e.g. docs/results/default")
@@ -93,6 +124,9 @@ def main(argv=None) -> int:
     if (args.directory / "ablation.csv").exists():
         print(ablation_table(pd.read_csv(args.directory / "ablation.csv")), "\n")
     print("\n".join(f"- {line}" for line in summary["headline"][:1]), "\n")
+    ablation = pd.read_csv(args.directory / "ablation.csv") if (args.directory / "ablation.csv").exists() else None
+    if "frontier" in summary:
+        print(targets_table(results, summary, ablation), "\n")
     print(frontier_table(results), "\n")
     print(time_table(results), "\n")
     print(summary["harness_overhead_line"], "\n")
