@@ -15,7 +15,9 @@ help:
 	@echo "make report [BUDGET_MS=5] [MAX_DROP=1]    distill + ablation + export + bench (batch 1, 32) + reports/<profile>/"
 	@echo "                                         report.{md,html}, pareto.png, results.csv"
 	@echo "make ablation [PROFILE=...]              hard vs soft vs +augmentation vs +annealing (reports/<profile>/ablation.*)"
-	@echo "make gate                                 speedup-regression gate on the smoke profile (CI)"
+	@echo "make gate [BASE=rev]                      speedup-regression gate: base revision vs working tree, timed"
+	@echo "                                         side by side here (smoke profile; CI)"
+	@echo "make gate-ratios                          one-revision gate vs a baseline recorded on this CPU"
 	@echo "make test                                 run the test suite (what CI runs)"
 	@echo "make serve [PROFILE=...] [PORT=8000]      web page + JSON API comparing teacher and students on 127.0.0.1"
 
@@ -59,7 +61,7 @@ GATE_VARIANTS := ^teacher/(torch|onnx-int8)$$|-(baseline|distilled)/(sklearn|tor
 GATE_BENCH := pytest bench -q -p no:cacheprovider --profile smoke --batch-sizes 1,32 --modes e2e \
 	--variants '$(GATE_VARIANTS)' --bench-seconds 0.5 --benchmark-json reports/smoke/gate-bench.json
 
-.PHONY: bench export report gate gate-baseline ablation
+.PHONY: bench export report gate gate-ratios gate-baseline ablation
 
 # Hard vs soft vs soft+augmentation vs +annealing per student: reports/<profile>/ablation.csv and .md
 ablation: distill
@@ -96,8 +98,15 @@ results-docs:
 		reports/$(PROFILE)/summary.json reports/$(PROFILE)/pareto.png docs/results/$(PROFILE)/
 	$(PY) scripts/results_tables.py docs/results/$(PROFILE)
 
-# CI's speedup-regression gate on the smoke profile: ratios within one run vs bench/baselines/smoke.json.
+# The speedup-regression gate (CI): the base revision (BASE=<rev>, default the merge-base with main) and the working
+# tree distilled, exported and timed side by side on this machine, rounds interleaved (bench/ab.py).
+BASE ?=
+GATE_ARGS ?=
 gate: setup
+	$(PY) -m bench.ab --profile smoke $(if $(BASE),--base $(BASE)) $(GATE_ARGS)
+
+# The one-revision fallback: ratios within one run vs a baseline recorded on this same CPU (bench/gate.py).
+gate-ratios: setup
 	$(PY) -m distill --profile smoke --quiet
 	$(PY) -m bench.export --profile smoke --quiet --backends onnx,ort-opt,onnx-int8
 	@mkdir -p reports/smoke

@@ -1,11 +1,13 @@
-"""`python -m bench.gate`: fail when a speedup ratio regresses against the committed baseline.
+"""`python -m bench.gate` (`make gate-ratios`): fail when a speedup ratio regresses against a recorded baseline.
+
+The one-revision fallback of the A/B gate (bench/ab.py, `make gate`), for when no base revision is at hand.
 
 Absolute times on shared CI machines are noise, so the gate compares ratios measured inside one benchmark run:
 each student against the teacher in PyTorch eager, and each optimised backend against the same model's native
 backend. A ratio is the geometric mean over the batch sizes timed (end to end). It regresses when it falls below
 baseline / tolerance; the default tolerance 1.6 lets ordinary noise pass and still catches a 2x slowdown.
-Ratios shift between CPUs (SIMD width, int8 kernels), so a baseline recorded on another CPU leaves a 2x slowdown
-only partly visible: the gate says so, and `--update` on the machine that gates makes it exact again.
+Ratios shift between CPUs (SIMD width, int8 kernels) by more than a 2x slowdown, so a baseline recorded on another
+CPU or thread setting is refused (exit 2); `--update` on the machine that gates records one there.
 
     python -m bench.gate --profile smoke --bench reports/smoke/gate-bench.json            # check
     python -m bench.gate --profile smoke --bench run1.json run2.json run3.json --update   # new baseline (median)
@@ -133,9 +135,11 @@ def main(argv=None) -> int:
     run_machine = machine(bench)
     print(f"this run: {describe(run_machine)}; baseline ({target}): {describe(baseline)}")
     if not same_machine(run_machine, baseline):
-        print("warning: the baseline comes from another CPU or thread setting; ratios differ between machines, so "
-              "only a slowdown well beyond the tolerance is sure to be caught. Record one here with "
-              "`make gate-baseline` (GATE_BASELINE=path to keep the committed one).")
+        print(f"error: the baseline {target} was recorded on another CPU or thread setting ({describe(baseline)}); "
+              "ratios move between machines by more than a 2x slowdown, so they cannot be judged here. Use the "
+              "A/B gate (`make gate`: base revision and working tree on this machine), or record a baseline here "
+              "with `make gate-baseline GATE_BASELINE=<path>`.", file=sys.stderr)
+        return 2
     print(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".2f"))
     if regressed:
         print(f"\nspeedup regression: {len(regressed)} ratio(s) fell below baseline / {tolerance:g}:")
