@@ -9,8 +9,9 @@ the base revision and the working tree side by side, as asv's `continuous` and p
    fixed thread count (default 1) and each measurement records process CPU time beside wall time;
 3. per case, the change is the median over rounds of head / base (CPU time by default) with a bootstrap 95% CI.
    A case REGRESSED when the change is at least `--tolerance` and its CI lies above 1 (asv's rule: past the factor
-   and significant). A case whose CI is wider than the tolerance is re-measured with more rounds; if it stays that
-   wide it is UNDECIDED, which fails the gate unless `--undecided pass`.
+   and significant); it is ok when its CI lies below the tolerance. Otherwise (a slowdown of the tolerance is still
+   inside the CI) it is re-measured with more rounds, and if that stays so it is UNDECIDED, which fails the gate
+   unless `--undecided pass`.
 
     python -m bench.ab                                   # working tree vs merge-base with main, smoke profile
     python -m bench.ab --base HEAD~3 --tolerance 1.25
@@ -37,8 +38,10 @@ from distill.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ab_worker.py"
 WORKTREES = ROOT / ".gate"
-DEFAULT_VARIANTS = (r"^teacher/(torch|onnx-int8)$|-(baseline|distilled)/(sklearn|numpy|torch)$"
-                    r"|^bilstm-distilled/onnx$")
+# The teacher's reference and fastest backends, and every distilled student in the backends it is trained in and
+# served in: 11 variants, 22 cases at batch 1 and 32.
+DEFAULT_VARIANTS = (r"^teacher/(torch|onnx-int8)$|^(tfidf_lr|tfidf_ridge|nb)-distilled/(sklearn|numpy)$"
+                    r"|^bilstm-distilled/(torch|onnx)$|^static-distilled/numpy$")
 EXPORT_BACKENDS = "onnx,ort-opt,onnx-int8,numpy"
 
 
@@ -64,7 +67,7 @@ def judge(base: np.ndarray, head: np.ndarray, tolerance: float) -> Verdict:
     low, high = bootstrap_median_ci(ratios)
     if change >= tolerance and low > 1:
         status = "REGRESSED"
-    elif high / low > tolerance:
+    elif high >= tolerance:      # a slowdown of the tolerance is still inside the CI: not enough evidence either way
         status = "UNDECIDED"
     elif change <= 1 / tolerance and high < 1:
         status = "improved"
@@ -285,8 +288,8 @@ def main(argv=None) -> int:
               f"(CI above 1):\n  " + "\n  ".join(regressed))
         return 1
     if undecided:
-        print(f"{len(undecided)} case(s) too noisy to judge after {args.max_rounds} rounds (95% CI wider than "
-              f"{args.tolerance:g}x): " + ", ".join(undecided) + ("; failing (--undecided fail)"
+        print(f"{len(undecided)} case(s) too noisy to judge after {args.max_rounds} rounds (a {args.tolerance:g}x "
+              f"slowdown still inside the 95% CI): " + ", ".join(undecided) + ("; failing (--undecided fail)"
                                                                  if args.undecided == "fail" else ""))
         return 1 if args.undecided == "fail" else 0
     print(f"no speedup regression: every case within {args.tolerance:g}x of base, or not significantly slower")

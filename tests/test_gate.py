@@ -115,7 +115,7 @@ def test_a_2x_slowdown_regresses_under_shared_load(seed):
     assert verdict.status == "REGRESSED" and verdict.ci_low > 1.5
 
 
-def test_noise_wider_than_the_tolerance_is_undecided_not_passed():
+def test_noise_that_leaves_the_tolerance_inside_the_ci_is_undecided_not_passed():
     assert judge(*rounds(1.0, 0.5, seed=1), tolerance=1.2).status == "UNDECIDED"
 
 
