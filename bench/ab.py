@@ -3,7 +3,8 @@
 Ratios against a baseline recorded elsewhere move with the CPU and with load (see bench/gate.py), so this gate times
 the base revision and the working tree side by side, as asv's `continuous` and pyperf's `compare_to` do:
 1. the base revision (`--base`, default the merge-base with main) is checked out in its own worktree under .gate/,
-   and each tree distils and exports the profile with its own code (cached between runs);
+   and each tree distils and exports the profile with its own code (cached between runs); when distill/, bench/,
+   configs/ and the requirements are the same on both sides, the base reads the head's artifacts instead;
 2. one worker process per tree (bench/ab_worker.py) loads its models; rounds alternate between the two workers, case
    by case, base first in even rounds and head first in odd ones, so both see the same load; both run on the same
    fixed thread count (default 1) and each measurement records process CPU time beside wall time;
@@ -14,7 +15,7 @@ the base revision and the working tree side by side, as asv's `continuous` and p
    unless `--undecided pass`.
 
     python -m bench.ab                                   # working tree vs merge-base with main, smoke profile
-    python -m bench.ab --base HEAD~3 --tolerance 1.25
+    python -m bench.ab --base HEAD~3 --tolerance 1.5
     BENCH_PLANT_SLOWDOWN=tfidf_lr-distilled/sklearn=2 python -m bench.ab --base HEAD   # plant a slowdown in head
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +45,7 @@ WORKTREES = ROOT / ".gate"
 DEFAULT_VARIANTS = (r"^teacher/(torch|onnx-int8)$|^(tfidf_lr|tfidf_ridge|nb)-distilled/(sklearn|numpy)$"
                     r"|^bilstm-distilled/(torch|onnx)$|^static-distilled/numpy$")
 EXPORT_BACKENDS = "onnx,ort-opt,onnx-int8,numpy"
+MODEL_CODE = ["distill", "bench", "configs", "pyproject.toml", "requirements.txt", "constraints.txt"]
 
 
 # --- statistics ------------------------------------------------------------------------------------------------
@@ -108,6 +111,23 @@ def base_worktree(commit: str) -> Path:
     WORKTREES.mkdir(exist_ok=True)
     git("worktree", "add", "--detach", "--force", str(path), commit)
     return path
+
+
+def same_model_code(commit: str) -> bool:
+    """True when the working tree's code and configs that build and load models equal `commit`'s."""
+    diff = subprocess.run(["git", "diff", "--quiet", commit, "--", *MODEL_CODE], cwd=ROOT).returncode == 0
+    return diff and not git("status", "--porcelain", "--untracked-files=normal", "--", *MODEL_CODE)
+
+
+def share_artifacts(tree: Path, shared: bool) -> None:
+    """With the same model code on both sides, the base tree reads the head's artifacts (one build instead of two,
+    and timing compares the very same models); otherwise it builds its own."""
+    link = tree / "artifacts"
+    if shared and not link.is_symlink():
+        shutil.rmtree(link, ignore_errors=True)
+        link.symlink_to(ROOT / "artifacts", target_is_directory=True)
+    elif not shared and link.is_symlink():
+        link.unlink()
 
 
 def tree_env(tree: Path, threads: int) -> dict:
@@ -202,15 +222,17 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help="regex on model/backend (default: the teacher in "
                    "PyTorch and ORT int8, every student in its own framework, the BiLSTM in ONNX)")
     p.add_argument("--batch-sizes", default="1,32")
-    p.add_argument("--tolerance", type=float, default=1.2, help="slowdown factor that fails (default: 1.2)")
+    p.add_argument("--tolerance", type=float, default=1.25, help="slowdown factor that fails (default: 1.25)")
     p.add_argument("--metric", choices=["cpu", "wall"], default="cpu", help="judge by process CPU time (default; "
                    "another process on the machine moves it less) or wall time")
     p.add_argument("--rounds", type=int, default=12, help="rounds per case (default: 12)")
-    p.add_argument("--max-rounds", type=int, default=36, help="re-measure an undecided case up to this many rounds")
+    p.add_argument("--max-rounds", type=int, default=96, help="re-measure an undecided case up to this many rounds "
+                   "(default: 96; only the undecided cases are re-measured, a few seconds per 12 rounds)")
     p.add_argument("--undecided", choices=["fail", "pass"], default="fail",
                    help="what a case still too noisy to judge after --max-rounds does to the exit status")
     p.add_argument("--threads", type=int, default=1, help="torch and ORT threads, the same on both sides")
-    p.add_argument("--measure-seconds", type=float, default=0.03, help="length of one measurement (default: 0.03)")
+    p.add_argument("--measure-seconds", type=float, default=0.1, help="length of one measurement (default: 0.1; "
+                   "at 0.03 s this machine's windows varied +-30%% on unchanged code)")
     p.add_argument("--json", help="write every round here (default: reports/<profile>/gate-ab.json)")
     p.add_argument("--skip-prepare", action="store_true", help="use the trees' artifacts as they are")
     args = p.parse_args(argv)
@@ -226,9 +248,14 @@ def main(argv=None) -> int:
         print(f"base {commit[:10]} vs head {head_commit}{' + working-tree changes' if dirty else ''}; profile "
               f"{args.profile}; {args.threads} thread(s) each; judged by {args.metric} time")
         base_tree = base_worktree(commit)
+        shared = same_model_code(commit)
+        share_artifacts(base_tree, shared)
         if not args.skip_prepare:
-            prepare(base_tree, "base", args.profile, args.threads)
             prepare(ROOT, "head", args.profile, args.threads)
+            if shared:
+                print("  base: same model code and configs as head; it reads head's artifacts")
+            else:
+                prepare(base_tree, "base", args.profile, args.threads)
         base = Worker(base_tree, "base", args.profile, args.variants, args.threads)
         workers.append(base)
         head = Worker(ROOT, "head", args.profile, args.variants, args.threads,
