@@ -295,7 +295,8 @@ def main(argv=None) -> int:
              f"head ms ({args.metric})": 1e3 * float(np.median(c.head[args.metric])),
              "change": f"{verdicts[c.name].change - 1:+.1%}",
              "95% CI": f"[{verdicts[c.name].ci_low - 1:+.1%}, {verdicts[c.name].ci_high - 1:+.1%}]",
-             "rounds": len(c.base[args.metric]), "wall change": f"{np.median(np.divide(c.head['wall'], c.base['wall'])) - 1:+.1%}",
+             "rounds": len(c.base[args.metric]),
+             "wall change": f"{np.median(np.divide(c.head['wall'], c.base['wall'])) - 1:+.1%}",
              "verdict": verdicts[c.name].status} for c in cases]
     print(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3f"))
     if only:

@@ -90,7 +90,7 @@ def load_variant(run: Run, model_id: str, backend: str, models: dict | None = No
     if run.key(f"export/{model_id}/{backend}") is None:
         raise UserError(f"{model_id}/{backend} has not been exported; run `python -m bench.export "
                         f"--profile {run.profile}`")
-    return family.backends[backend].load(run.dir / "export" / model_id / backend,
+    return family.backends[backend].load(run.verified_dir(f"export/{model_id}/{backend}"),
                                          loader_context(run, model_id, estimator, backend))
 
 

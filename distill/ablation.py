@@ -209,7 +209,8 @@ def main(argv=None) -> int:
         cfg = config_from_args(args)
         if students is not None:
             cfg["ablation"]["students"] = [n.strip() for n in students.split(",") if n.strip()]
-        run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet)
+        run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
+                  rebuild_corrupt=args.rebuild_corrupt)
         command = " ".join(["python -m distill.ablation", *(sys.argv[1:] if argv is None else argv)])
         table = run_ablation(run, command)
     except UserError as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ def atomic_path(target: str | Path, suffix: str = ""):
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -30,7 +31,7 @@ def atomic_dir(target: str | Path):
     """Yield a temporary directory beside `target`; it replaces `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -44,6 +45,35 @@ def atomic_dir(target: str | Path):
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# `.<name>.<pid>.<random>.tmp`: what atomic_path and atomic_dir leave behind when their process is killed.
+TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_temporaries(root: str | Path) -> list[Path]:
+    """Remove the temporary files and directories under `root` whose writing process is gone (kill -9, power cut);
+    those of a live process, another run writing right now, are left alone. Returns what was removed."""
+    removed = []
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            match = TEMPORARY.match(name)
+            if match and not _alive(int(match.group(1))):
+                path = Path(directory) / name
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
+        subdirs[:] = [d for d in subdirs if not TEMPORARY.match(d)]
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", default="artifacts", help="artifact root (default: %(default)s)")
     p.add_argument("--reports", default="reports", help="report root (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--rebuild-corrupt", action="store_true", help="rebuild a cached stage whose files no longer "
+                   "match their recorded checksums, instead of stopping with an error")
     return p
 
 
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
 
         from .pipeline import Run
         cfg = config_from_args(args)
-        run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet)
+        run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
+                  rebuild_corrupt=args.rebuild_corrupt)
         print(f"profile {args.profile}: data={cfg['data']['name']} teacher={cfg['teacher']['model']} "
               f"students={','.join(cfg['students']['names'])}")
         table = run.all()

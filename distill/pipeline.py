@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import data as datasets
 from . import students as student_zoo
-from .atomic import atomic_dir, atomic_path, write_json
+from .atomic import atomic_dir, atomic_path, remove_stale_temporaries, write_json
 from .config import fingerprint
 from .environment import environment
 from .errors import UserError
@@ -55,13 +55,16 @@ class Run:
     """Paths, cached stages and loaders of one profile's artifacts. Later stages (bench, reports, serve) use the
     loaders (`split`, `labels`, `teacher_dir`, `soft_labels`, `student`) and the one list of models, `models()`."""
 
-    def __init__(self, profile: str, cfg: dict, artifacts="artifacts", reports="reports", progress=True, log=print):
+    def __init__(self, profile: str, cfg: dict, artifacts="artifacts", reports="reports", progress=True, log=print,
+                 rebuild_corrupt=False):
         self.profile = profile
         self.cfg = cfg
         self.dir = Path(artifacts) / profile
         self.reports = Path(reports) / profile
         self.progress = progress
         self.log = log
+        self.rebuild_corrupt = rebuild_corrupt
+        self._verified: set[str] = set()   # stages whose checksums were checked by this Run
 
     # --- cache -------------------------------------------------------------------------------------------------
     def _stage_meta(self, name: str) -> dict | None:
@@ -83,7 +86,7 @@ class Run:
 
     def stage_info(self, name: str) -> dict:
         """What a finished stage recorded about itself (sizes, seconds, ...)."""
-        self._require(name)
+        self.verified_dir(name)
         return self._stage_meta(name).get("info", {})
 
     def stage(self, name: str, inputs: dict, build) -> tuple[Path, dict]:
@@ -92,15 +95,22 @@ class Run:
         meta = self._stage_meta(name)
         target = self.dir / name
         if meta and meta.get("key") == key:
-            self._verify(target, meta.get("files"))
-            self.log(f"  {name}: cached ({target})")
-            return target, meta.get("info", {})
+            try:
+                self._verify(target, meta.get("files"))
+                self._verified.add(name)
+                self.log(f"  {name}: cached ({target})")
+                return target, meta.get("info", {})
+            except CorruptArtifact as exc:
+                if not self.rebuild_corrupt:
+                    raise
+                self.log(f"  {name}: {exc.args[0].split(';')[0]}; rebuilding it (--rebuild-corrupt)")
         started = time.time()
         with atomic_dir(target) as tmp:
             info = build(tmp) or {}
             info.setdefault("seconds", round(time.time() - started, 2))
             write_json(tmp / "stage.json", {"key": key, "inputs": inputs, "info": info, "files": _checksums(tmp),
                                             "environment": environment(), "finished": time.strftime("%FT%T")})
+        self._verified.add(name)
         self.log(f"  {name}: built in {time.time() - started:.1f}s")
         return target, info
 
@@ -112,13 +122,21 @@ class Run:
         found = _checksums(directory)
         changed = sorted(set(found.items()) ^ set(recorded.items()))
         if changed:
-            raise UserError(f"cached artifact {directory / changed[0][0]} is corrupt (changed or missing since it "
-                            f"was written); delete {directory} and run again")
+            raise CorruptArtifact(f"cached artifact {directory / changed[0][0]} is corrupt (changed or missing since "
+                                  f"it was written); run again with --rebuild-corrupt to rebuild it, or delete "
+                                  f"{directory} and run again")
 
-    def _require(self, name: str) -> Path:
-        if self._stage_meta(name) is None:
+    def verified_dir(self, name: str) -> Path:
+        """The directory of stage `name`, its files checked against the checksums in its stage.json (once per Run):
+        the one way every reader (stages, export, bench, serve) reaches an artifact."""
+        meta = self._stage_meta(name)
+        if meta is None:
             raise UserError(f"{self.dir / name} has not been built yet; run `make distill PROFILE={self.profile}`")
-        return self.dir / name
+        directory = self.dir / name
+        if name not in self._verified:
+            self._verify(directory, meta.get("files"))
+            self._verified.add(name)
+        return directory
 
     # --- stages ------------------------------------------------------------------------------------------------
     def build_data(self):
@@ -145,7 +163,7 @@ class Run:
         def build(tmp):
             split, labels = self.split(), self.labels()
             source = T.resolve_model(c["model"], self.dir.parent / "_assets")
-            tokenizer, model = T.load_pretrained(source, len(labels), labels)
+            tokenizer, model = T.load_pretrained(source, len(labels), labels, seed=c["seed"])
             metrics = T.fine_tune(model, tokenizer, datasets.texts_labels(split, "train"),
                                   datasets.texts_labels(split, "dev"), c, progress=self.progress)
             model.cpu().save_pretrained(tmp / "model")
@@ -269,23 +287,23 @@ class Run:
 
     # --- loaders -----------------------------------------------------------------------------------------------
     def split(self) -> pd.DataFrame:
-        return _read_parquet(self._require("data") / "split.parquet")
+        return _read_parquet(self.verified_dir("data") / "split.parquet")
 
     def labels(self) -> list[str]:
-        path = self._require("data") / "labels.json"
+        path = self.verified_dir("data") / "labels.json"
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             raise UserError(f"cached artifact {path} is unreadable; delete {path.parent} and run again") from None
 
     def teacher_dir(self) -> Path:
-        return self._require("teacher") / "model"
+        return self.verified_dir("teacher") / "model"
 
     def soft_labels(self) -> pd.DataFrame:
-        return _read_parquet(self._require("soft_labels") / "soft_labels.parquet")
+        return _read_parquet(self.verified_dir("soft_labels") / "soft_labels.parquet")
 
     def transfer_set(self) -> pd.DataFrame:
-        return _read_parquet(self._require("transfer") / "transfer.parquet")
+        return _read_parquet(self.verified_dir("transfer") / "transfer.parquet")
 
     def student_names(self) -> list[str]:
         return [f"{n}-{m}" for m in self.cfg["students"]["modes"] for n in self.cfg["students"]["names"]]
@@ -336,7 +354,7 @@ class Run:
         return self.student(model_id)
 
     def student(self, model_id: str):
-        path = self._require(f"students/{model_id}") / "model.joblib"
+        path = self.verified_dir(f"students/{model_id}") / "model.joblib"
         try:
             return joblib.load(path)
         except Exception:  # a truncated or foreign pickle raises any of a dozen types
@@ -348,6 +366,8 @@ class Run:
         unknown = [n for n in names if n not in student_zoo.REGISTRY]
         if unknown:
             raise UserError(f"unknown student(s) {', '.join(unknown)}; choose from {', '.join(student_zoo.REGISTRY)}")
+        for path in remove_stale_temporaries(self.dir) if self.dir.exists() else []:
+            self.log(f"  removed {path}, left by an interrupted run")
         steps = [("data", self.build_data), ("teacher", self.build_teacher), ("soft labels", self.build_soft_labels)]
         steps += [(f"student {n} ({m})", lambda n=n, m=m: self.build_student(n, m)) for m in modes for n in names]
         for i, (title, fn) in enumerate(steps, 1):
@@ -357,6 +377,10 @@ class Run:
         table = self.evaluate()
         write_json(self.dir / "run.json", {"profile": self.profile, "config": self.cfg})  # bench/serve reopen it
         return table
+
+
+class CorruptArtifact(UserError):
+    """A cached file differs from the checksum its stage recorded."""
 
 
 def _checksums(directory: Path) -> dict:

@@ -30,12 +30,17 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_pretrained(name_or_path: str, num_labels: int | None = None, labels: list[str] | None = None):
-    """Tokenizer + sequence-classification model, with a one-line error for an unknown or unreachable model."""
+def load_pretrained(name_or_path: str, num_labels: int | None = None, labels: list[str] | None = None,
+                    seed: int | None = None):
+    """Tokenizer + sequence-classification model, with a one-line error for an unknown or unreachable model.
+    `seed` seeds torch first: a checkpoint without a classification head (most pretrained encoders) gets a new,
+    randomly drawn one here, before any training loop could seed it."""
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     transformers.logging.set_verbosity_error()  # "newly initialised classifier" warnings are expected here
+    if seed is not None:
+        torch.manual_seed(seed)
     kwargs = {}
     if num_labels is not None:
         kwargs = {"num_labels": num_labels, "id2label": dict(enumerate(labels)),

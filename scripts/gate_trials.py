@@ -4,7 +4,8 @@ Runs `make gate BASE=<base>` repeatedly: unchanged, then with BENCH_PLANT_SLOWDO
 (planted on the head side only), while `--busy` other processes each keep one core busy. Writes every trial's exit
 status, wall time and the planted variant's measured change to a JSON file; the README's gate table is made from it.
 
-    .venv/bin/python scripts/gate_trials.py --out docs/results/gate/trials.json          # ~25 min on 2 cores
+    .venv/bin/python scripts/gate_trials.py --out docs/results/gate/trials.json          # ~45 min on 2 cores
+    .venv/bin/python scripts/gate_trials.py --table docs/results/gate/trials.json        # the README's table
 """
 from __future__ import annotations
 
@@ -40,6 +41,31 @@ def trial(base: str, plant: str, args: str) -> dict:
             "max_change_elsewhere": round(max(c["change"] for c in report["cases"] if c["variant"] != variant), 3)}
 
 
+def table(path: Path) -> str:
+    from tabulate import tabulate
+    saved = json.loads(Path(path).read_text())
+    rows, groups = [], {}
+    for t in saved["trials"]:
+        groups.setdefault(t["plant"], []).append(t)
+    for plant, trials in groups.items():
+        variant = plant.partition("=")[0]
+        failed = [t for t in trials if t["exit"] != 0]
+        named = [t for t in failed if t["regressed"] and all(r.startswith(variant + " ") for r in t["regressed"])]
+        changes = [c for t in trials for c in t["planted_change"].values()]
+        rows.append({"head": f"planted {plant.partition('=')[2]}x in {variant}" if plant else "unchanged",
+                     "runs": len(trials), "gate failed": len(failed),
+                     "failed naming only the planted variant": len(named) if plant else "—",
+                     "undecided cases": sum(len(t["undecided"]) for t in trials),
+                     "measured change of the planted variant": (f"{min(changes):.2f}–{max(changes):.2f}x"
+                                                                if changes else "—"),
+                     "largest change elsewhere": f"{max(t['max_change_elsewhere'] for t in trials):.2f}x",
+                     "seconds per run (median)": sorted(t["seconds"] for t in trials)[len(trials) // 2]})
+    m = saved["machine"]
+    return (tabulate(rows, headers="keys", tablefmt="github") +
+            f"\n\n{saved['busy_processes']} other process(es) spinning on a core throughout; {m['cpu']}, "
+            f"{m['cpu_count']} cores, flags {' '.join(m['cpu_flags'])}; commit {m['git_commit']}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="HEAD")
@@ -49,7 +75,11 @@ def main() -> int:
     p.add_argument("--busy", type=int, default=1, help="processes spinning on a core throughout (default: 1)")
     p.add_argument("--gate-args", default="", help="extra bench.ab arguments for every trial")
     p.add_argument("--out", default="reports/smoke/gate-trials.json")
+    p.add_argument("--table", metavar="TRIALS_JSON", help="print the table of a finished trials file and exit")
     args = p.parse_args()
+    if args.table:
+        print(table(args.table))
+        return 0
 
     first = subprocess.run(["make", "-s", "gate", f"BASE={args.base}"], cwd=ROOT, capture_output=True, text=True)
     print(f"prepared both trees (exit {first.returncode})", flush=True)

@@ -21,6 +21,7 @@ from .models import Example, Missing
 
 MAX_TEXT_CHARS = 10_000
 MAX_BATCH_ROWS = 1_000
+MAX_BATCH_CHARS = 200_000     # a batch's texts together: bounds the work one request can queue on every model
 MAX_BODY_BYTES = 1 << 20      # every request body, uploads included
 MAX_REPEATS = 20
 STATIC_DIR = Path(__file__).parent / "static"
@@ -39,7 +40,7 @@ class PredictRequest(BaseModel):
 
 
 class BatchRequest(BaseModel):
-    texts: list[str] = Field(description=f"1 to {MAX_BATCH_ROWS:,} texts")
+    texts: list[str] = Field(description=f"1 to {MAX_BATCH_ROWS:,} texts, {MAX_BATCH_CHARS:,} characters together")
     labels: list[str | int] | None = Field(None, description="gold labels (names or indices), one per text; "
                                            "without them no accuracy is reported")
     models: list[str] | None = Field(None, description="as in POST /predict")
@@ -75,7 +76,7 @@ class BatchSummary(ModelInfo):
     agreement: float | None = Field(description="share of texts with the teacher's label")
     mean_cosine: float | None
     mean_kl: float | None
-    total_ms: float = Field(description="one batched call over every text")
+    total_ms: float = Field(description="its batched calls over every text (chunks of 64), summed")
     ms_per_example: float
     speedup: float | None
 
@@ -94,6 +95,7 @@ class MissingInfo(BaseModel):
 class Limits(BaseModel):
     max_text_chars: int = MAX_TEXT_CHARS
     max_batch_rows: int = MAX_BATCH_ROWS
+    max_batch_chars: int = MAX_BATCH_CHARS
     max_body_bytes: int = MAX_BODY_BYTES
 
 
@@ -124,7 +126,7 @@ class ErrorMessage(BaseModel):
 ERRORS = {code: {"model": ErrorMessage, "description": what} for code, what in [
     (400, "malformed JSON, a body that is not UTF-8, a malformed CSV"),
     (413, f"request body over {MAX_BODY_BYTES:,} bytes"),
-    (422, "empty or oversized text, unknown model or label, a wrong field type"),
+    (422, "empty or oversized text or batch, unknown model or label, a wrong field type"),
     (503, "no model is loaded"),
 ]}
 
@@ -276,7 +278,7 @@ def create_app(predictors, examples: list[Example] = (), labels: list[str] = (),
         text = str(value).strip()
         if text in labels:
             return labels.index(text)
-        if text.isdigit() and int(text) < len(labels):
+        if text.isascii() and text.isdigit() and int(text) < len(labels):   # "²".isdigit() is True too
             return int(text)
         raise InputError(422, f"{where}: unknown label {value!r}; use one of {', '.join(labels)} "
                               f"or its index 0-{len(labels) - 1}")
@@ -289,6 +291,10 @@ def create_app(predictors, examples: list[Example] = (), labels: list[str] = (),
             raise InputError(422, f"{len(texts):,} texts; the limit is {MAX_BATCH_ROWS:,} per batch")
         for i, text in enumerate(texts):
             check_text(text, where(i))
+        total = sum(len(t) for t in texts)
+        if total > MAX_BATCH_CHARS:
+            raise InputError(422, f"the batch's texts hold {total:,} characters together; the limit is "
+                                  f"{MAX_BATCH_CHARS:,} per request: split it into smaller batches")
         if gold is not None:
             if len(gold) != len(texts):
                 raise InputError(422, f"{len(gold)} labels for {len(texts)} texts; give one label per text")

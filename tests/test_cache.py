@@ -3,6 +3,7 @@ depends on it, an interrupted stage keeps the previous artifact, a corrupt artif
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import joblib
@@ -198,7 +199,36 @@ def test_corrupt_artifact_in_a_real_process(root, tiny_teacher_dir):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: cached artifact {root}/artifacts/smoke/students/tfidf_lr-baseline/model.joblib is corrupt (changed "
-        f"or missing since it was written); delete {root}/artifacts/smoke/students/tfidf_lr-baseline and run again"]
+        f"or missing since it was written); run again with --rebuild-corrupt to rebuild it, or delete "
+        f"{root}/artifacts/smoke/students/tfidf_lr-baseline and run again"]
+
+
+def test_rebuild_corrupt_rebuilds_only_the_corrupt_stage(root, tiny_teacher_dir, capfd):
+    students = root / "artifacts" / "smoke" / "students"
+    truncate(students / "tfidf_lr-baseline" / "model.joblib")
+    untouched = (students / "nb-baseline" / "stage.json").read_bytes()
+    capfd.readouterr()
+    assert main(cli_argv(root, tiny_teacher_dir, "--rebuild-corrupt")) == 0
+    out = capfd.readouterr().out
+    assert "students/tfidf_lr-baseline: cached artifact" in out and "rebuilding it (--rebuild-corrupt)" in out
+    assert (students / "nb-baseline" / "stage.json").read_bytes() == untouched
+    assert main(cli_argv(root, tiny_teacher_dir)) == 0          # and the rebuilt stage verifies
+
+
+def test_every_reader_verifies_an_edited_artifact(root):
+    """Not only the CLI: a Run opened by bench or serve refuses an artifact edited after it was written."""
+    from bench.zoo import open_run
+    from serve.models import load_run
+    weights = next((root / "artifacts" / "smoke" / "teacher" / "model").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    run = open_run("smoke", root / "artifacts", root / "reports")
+    with pytest.raises(UserError, match=r"teacher/model/model.safetensors is corrupt.*--rebuild-corrupt"):
+        run.teacher_dir()
+    loaded = load_run(open_run("smoke", root / "artifacts", root / "reports"), log=lambda *_: None)
+    assert "teacher/torch" not in {p.name for p in loaded.predictors} and loaded.predictors
+    assert any("corrupt" in m.reason for m in loaded.missing)
 
 
 def test_corrupt_labels_json_through_the_loader(root):
@@ -259,3 +289,19 @@ def test_write_json_is_atomic_and_readable(tmp_path):
         write_json(path, {"a": Unserialisable()})
     assert json.loads(path.read_text()) == {"a": [1, 2], "b": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_temporaries_of_dead_runs_are_removed_and_live_ones_kept(root, tiny_teacher_dir, capfd):
+    import subprocess
+    import sys
+    students = root / "artifacts" / "smoke" / "students"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = students / f".nb-baseline.{dead.stdout.strip()}.x1y2z3.tmp"
+    stale.mkdir()
+    (stale / "model.joblib").write_bytes(b"half written")
+    live = students / f".nb-distilled.{os.getpid()}.a1b2c3.tmp"
+    live.mkdir()
+    capfd.readouterr()
+    assert main(cli_argv(root, tiny_teacher_dir)) == 0
+    assert not stale.exists() and live.exists()
+    assert f"removed {stale}, left by an interrupted run" in capfd.readouterr().out

@@ -95,6 +95,13 @@ CASES = {
     "set-unknown-section": (lambda t: ["--set", "nosection.lr=1"], ["no section 'nosection'"]),
     "set-without-value": (lambda t: ["--set", "teacher.lr"], ["section.key=value"]),
     "bad-split": (lambda t: ["--set", "data.split=[0.5, 0.6, 0.1]"], ["data.split"]),
+    "set-wrong-type": (lambda t: ["--set", "teacher.epochs=two"], ["teacher.epochs='two'", "a whole number"]),
+    "set-float-for-int": (lambda t: ["--set", "teacher.batch_size=1.5"], ["teacher.batch_size", "a whole number"]),
+    "set-negative-lr": (lambda t: ["--set", "teacher.lr=-1"], ["teacher.lr=-1", "greater than 0"]),
+    "set-zero-batch": (lambda t: ["--set", "teacher.batch_size=0"], ["teacher.batch_size=0", "greater than 0"]),
+    "set-fraction": (lambda t: ["--set", "transfer.p_mask=1.5"], ["transfer.p_mask", "between 0 and 1"]),
+    "set-bool": (lambda t: ["--set", "students.static.train_embeddings=1"], ["true or false"]),
+    "set-list": (lambda t: ["--set", "students.names=tfidf_lr"], ["a list"]),
     "unknown-student": (lambda t: ["--students", "tfidf_lr,svm"], ["unknown student(s) svm", "tfidf_lr", "bilstm"]),
 }
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +16,7 @@ from bench.zoo import native_predictors
 from distill.config import apply_overrides
 from distill.pipeline import Run
 from serve import Example, Missing, create_app, load_run
-from serve.app import MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_TEXT_CHARS
+from serve.app import MAX_BATCH_CHARS, MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_TEXT_CHARS
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +187,48 @@ def test_a_failing_model_is_a_500_without_a_stack_trace():
     assert "secret internals" not in response.text and "Traceback" not in response.text
 
 
+# --- concurrency ---------------------------------------------------------------------------------------------------
+@dataclass
+class Sleepy(Predictor):
+    """Sleeps `seconds` per call and records how many of its calls overlap."""
+    seconds: float = 0.0
+    running: int = 0
+    most_at_once: int = 0
+    started: object = None
+
+    def prepare(self, texts):
+        return texts
+
+    def run(self, prepared):
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        if self.started is not None:
+            self.started.set()
+        time.sleep(self.seconds)
+        self.running -= 1
+        return np.full((len(prepared), 2), 0.5)
+
+
+def test_a_long_batch_does_not_hold_other_models_hostage():
+    """While a batch runs on a slow student, a prediction from the teacher alone answers at once (one lock per
+    model, not one for the server); the slow student never runs two calls at once."""
+    from serve.engine import BATCH_CHUNK, Engine
+    teacher = Sleepy("teacher", "torch", ["neg", "pos"], "teacher")
+    slow = Sleepy("slow", "torch", ["neg", "pos"], "distilled", seconds=0.1, started=threading.Event())
+    engine = Engine([teacher, slow])
+    batch = threading.Thread(target=engine.compare_batch, args=(["a text"] * (4 * BATCH_CHUNK), None, ["slow/torch"]))
+    started = time.perf_counter()
+    batch.start()
+    assert slow.started.wait(5)
+    engine.compare("another text", ["teacher/torch"], repeats=1)
+    answered = time.perf_counter() - started
+    with ThreadPoolExecutor(4) as pool:   # more callers of the slow model: they queue on its lock
+        list(pool.map(lambda _: engine.compare("x", ["slow/torch"], 1), range(4)))
+    batch.join()
+    assert answered < 0.1 < 0.4 <= time.perf_counter() - started   # the batch alone takes 4 chunks x 0.1 s
+    assert slow.most_at_once == 1
+
+
 # --- batch ---------------------------------------------------------------------------------------------------------
 def test_batch_reports_accuracy_agreement_and_latency_per_model(client, predictors, tiny_run):
     texts = ["a gripping film", "dull and overlong", "fine"]
@@ -206,6 +251,8 @@ def test_batch_reports_accuracy_agreement_and_latency_per_model(client, predicto
     ({"texts": ["ok", "fine"], "labels": ["pos"]}, ["1 labels for 2 texts"]),
     ({"texts": ["ok"], "labels": ["meh"]}, ["texts[0]", "unknown label 'meh'"]),
     ({"texts": ["ok"], "labels": [7]}, ["unknown label"]),
+    ({"texts": ["ok"], "labels": ["²"]}, ["unknown label '²'"]),      # "²".isdigit(), but int("²") fails
+    ({"texts": ["x" * 1_000] * (MAX_BATCH_CHARS // 1_000 + 1)}, [f"{MAX_BATCH_CHARS:,}", "split"]),
     ({"texts": ["ok"], "models": ["nope"]}, ["'nope' is unknown"]),
     ({"texts": "ok"}, ["texts"]),
 ])
