@@ -1,5 +1,6 @@
 # `make distill` / `make bench` / `make report` / `make serve` / `make test` set everything up on first use.
 PROFILE ?= default
+MAKE_STARTED := $(shell date +%s.%N)
 PORT ?= 8000
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,8 @@ help:
 	@echo "make distill [PROFILE=default|smoke|full]  train teacher and students, write reports/<profile>/accuracy.csv"
 	@echo "make bench [PROFILE=...]                 export every model, time it (reports/<profile>/bench.json)"
 	@echo "make report [BUDGET_MS=5] [MAX_DROP=1]    distill + ablation + export + bench (batch 1, 32) + reports/<profile>/"
-	@echo "                                         report.{md,html}, pareto.png, results.csv"
+	@echo "      [ABLATION=0] [BATCH_SIZES=1,8,32,128]  report.{md,html}, pareto.png, results.csv, timings.json; ends with"
+	@echo "                                         a stage-time table (default profile: ~30 min from a clean clone)"
 	@echo "make ablation [PROFILE=...]              hard vs soft vs +augmentation vs +annealing (reports/<profile>/ablation.*)"
 	@echo "make gate [BASE=rev]                      speedup-regression gate: base revision vs working tree, timed"
 	@echo "                                         side by side here (smoke profile; CI)"
@@ -29,7 +31,13 @@ $(STAMP): requirements.txt requirements-assets.txt constraints.txt pyproject.tom
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-setup: $(STAMP)
+# A profile's own assets (requirements-<profile>.txt, e.g. the full profile's teacher), installed on first use.
+PROFILE_ASSETS := $(wildcard requirements-$(PROFILE).txt)
+$(VENV)/.assets-%-stamp: requirements-%.txt $(STAMP)
+	$(PY) -m pip install -q --no-deps -r $<
+	touch $@
+
+setup: $(STAMP) $(if $(PROFILE_ASSETS),$(VENV)/.assets-$(PROFILE)-stamp)
 
 distill: setup
 	$(PY) -m distill --profile $(PROFILE) $(ARGS)
@@ -82,12 +90,13 @@ reports/%/bench.json: artifacts/%/export/manifest.json
 	$(PY) -m pytest bench -q -p no:cacheprovider --profile $* --batch-sizes $(BATCH_SIZES) \
 		--benchmark-json $@ --benchmark-autosave $(BENCH_ARGS)
 
-# The ablation first: its students (trained on the augmented transfer set) are exported and timed with the rest.
-report: ablation
-	$(PY) -m bench.export --profile $(PROFILE)
-	$(MAKE) reports/$(PROFILE)/bench.json
-	$(PY) -m bench.report --profile $(PROFILE) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) \
-		$(if $(MAX_DROP),--max-drop $(MAX_DROP))
+# Everything, each stage timed (bench/make_report.py): distill, ablation (ABLATION=0 leaves it out), export, bench,
+# report; ends with a stage-time table, also in reports/<profile>/timings.json.
+ABLATION ?= 1
+report: setup
+	$(PY) -m bench.make_report --profile $(PROFILE) --started $(MAKE_STARTED) --batch-sizes $(BATCH_SIZES) \
+		$(if $(filter 0,$(ABLATION)),--no-ablation) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) \
+		$(if $(MAX_DROP),--max-drop $(MAX_DROP)) $(if $(BENCH_ARGS),--bench-args '$(BENCH_ARGS)') $(ARGS)
 
 # Copy a finished report's small result files into docs/results/<profile>/ (committed; the README's tables come
 # from them: `.venv/bin/python scripts/results_tables.py docs/results/<profile>`).
@@ -95,7 +104,8 @@ report: ablation
 results-docs:
 	@mkdir -p docs/results/$(PROFILE)
 	cp reports/$(PROFILE)/accuracy.csv reports/$(PROFILE)/ablation.csv reports/$(PROFILE)/results.csv \
-		reports/$(PROFILE)/summary.json reports/$(PROFILE)/pareto.png docs/results/$(PROFILE)/
+		reports/$(PROFILE)/summary.json reports/$(PROFILE)/timings.json reports/$(PROFILE)/pareto.png \
+		docs/results/$(PROFILE)/
 	$(PY) scripts/results_tables.py docs/results/$(PROFILE)
 
 # The speedup-regression gate (CI): the base revision (BASE=<rev>, default the merge-base with main) and the working

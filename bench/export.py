@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -18,9 +19,10 @@ from tqdm.auto import tqdm
 
 from distill import data as datasets
 from distill.atomic import write_json
-from distill.errors import UserError
+from distill.errors import UserError, file_system_error
 from distill.metrics import count_params, evaluate
 from distill.pipeline import Run, kind_of, logits_of
+from distill.teacher_onnx import quiet_exporters
 
 from . import zoo
 from .families import family_of
@@ -118,7 +120,12 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
 
         def build(tmp, model_id=model_id, estimator=estimator, backend=backend, native=native, exported=exported):
             if exported is not None:
-                exported.export(run.teacher_dir() if model_id == "teacher" else estimator, tmp, sample)
+                labelled_with = run.labeller_export(backend) if model_id == "teacher" else None
+                if labelled_with is not None:  # the labeller made this very export already
+                    shutil.copytree(labelled_with, tmp, dirs_exist_ok=True)
+                else:
+                    with quiet_exporters():
+                        exported.export(run.teacher_dir() if model_id == "teacher" else estimator, tmp, sample)
                 # Validate from the exported files, not from objects still in memory.
                 pred = exported.load(tmp, loader_context(run, model_id, estimator, backend))
                 size = dir_size(tmp)
@@ -174,6 +181,9 @@ def main(argv=None) -> int:
                              backends_filter=args.backends.split(",") if args.backends else None)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {file_system_error(exc)}", file=sys.stderr)
         return 2
     from tabulate import tabulate
     rows = [{"model": e["model"], "backend": e["backend"], "status": e["status"],

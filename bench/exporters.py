@@ -7,13 +7,14 @@ teacher its model directory. Loader signature: `load(out_dir, ctx)` with ctx = {
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from distill import teacher_onnx
+from distill.teacher_onnx import hf_dir
 
 from .predictor import BiLSTMPredictor, LinearTextPredictor, OnnxPredictor, TransformerPredictor
 
@@ -23,28 +24,11 @@ from .predictor import BiLSTMPredictor, LinearTextPredictor, OnnxPredictor, Tran
 STUDENT_ORT_THREADS = 1
 
 
-def ort_session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider"):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=[provider])
+ort_session = teacher_onnx.session
 
 
 # --- transformers (teacher, any transformer student) ------------------------------------------------------------
-@contextlib.contextmanager
-def hf_dir(source):
-    """A Hugging Face model directory for `source`: the teacher's own, or a transformer student saved to a temporary
-    one (its module and tokenizer), so the teacher's exporters serve both."""
-    if isinstance(source, (str, Path)):
-        yield Path(source)
-        return
-    with tempfile.TemporaryDirectory(prefix="student-hf-") as tmp:
-        source.module_.save_pretrained(tmp)
-        source.tokenizer_.save_pretrained(tmp)
-        yield Path(tmp)
-
-
+# The ONNX exports live in distill/teacher_onnx.py: labelling runs the teacher through the same files.
 def _hf(source_dir: Path, torchscript=False):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(source_dir)
@@ -80,35 +64,15 @@ def export_transformer_torch_int8(source, out, sample_texts):
 
 
 def export_transformer_onnx(source, out, sample_texts):
-    from optimum.exporters.onnx import main_export
-    with hf_dir(source) as source_dir:
-        main_export(str(source_dir), out, task="text-classification", do_validation=True)
+    teacher_onnx.export_onnx(source, out)
 
 
 def export_transformer_ort_opt(source, out, sample_texts):
-    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTOptimizer
-    from optimum.onnxruntime.configuration import OptimizationConfig
-    with hf_dir(source) as source_dir:
-        model = ORTModelForSequenceClassification.from_pretrained(str(source_dir), export=True)
-        ORTOptimizer.from_pretrained(model).optimize(OptimizationConfig(optimization_level=2), save_dir=out)
-    _keep_only(out, "model_optimized.onnx")
+    teacher_onnx.export_ort_opt(source, out)
 
 
 def export_transformer_onnx_int8(source, out, sample_texts):
-    """Dynamic int8 on top of the ORT-optimised graph. optimum's ORTQuantizer cannot pass the DefaultTensorType
-    option that the fused graph needs (its fused ops have no type info), so onnxruntime's quantizer is called."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    export_transformer_ort_opt(source, out, sample_texts)
-    quantize_dynamic(out / "model_optimized.onnx", out / "model_quantized.onnx", weight_type=QuantType.QInt8,
-                     per_channel=False, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    (out / "model_optimized.onnx").unlink()
-
-
-def _keep_only(out: Path, name: str):
-    for path in out.glob("*.onnx"):
-        if path.name != name:
-            path.unlink()
+    teacher_onnx.export_onnx_int8(source, out)
 
 
 def load_transformer_torchscript(out, ctx):

@@ -15,7 +15,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from distill.atomic import atomic_path, write_json, write_text
-from distill.errors import UserError
+from distill.errors import UserError, file_system_error
 
 from .export import read_manifest
 from .families import FAMILIES
@@ -238,6 +238,9 @@ def main(argv=None) -> int:
         result = build_report(args.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {file_system_error(exc)}", file=sys.stderr)
         return 2
     print("\n".join(summary(result["table"])))
     for line in result["picks"]:

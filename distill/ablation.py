@@ -29,7 +29,7 @@ import pandas as pd
 from . import data as datasets
 from . import students as student_zoo
 from .atomic import atomic_path, write_text
-from .errors import UserError
+from .errors import UserError, file_system_error
 from .metrics import count_params, evaluate
 from .pipeline import Run, logits_of
 from .students.soft import softmax
@@ -114,7 +114,8 @@ def build_all(run: Run) -> None:
     """Every stage the ablation reads, each cached: data, teacher, soft labels, hard and soft students, the
     transfer set, and the students trained on it."""
     names = ablation_students(run.cfg)
-    steps = [("data", run.build_data), ("teacher", run.build_teacher), ("soft labels", run.build_soft_labels)]
+    steps = [("data", run.build_data), ("teacher", run.build_teacher), ("labeller", run.build_labeller),
+             ("soft labels", run.build_soft_labels)]
     steps += [(f"student {n} ({VARIANTS[v]})", lambda n=n, v=v: run.build_student(n, VARIANTS[v]))
               for v in ("hard", "soft") for n in names]
     steps.append(("transfer set", run.build_transfer))
@@ -215,6 +216,9 @@ def main(argv=None) -> int:
         table = run_ablation(run, command)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {file_system_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages and labelled chunks are kept; run the same command again to resume",

@@ -6,7 +6,7 @@ import sys
 import time
 
 from .config import apply_overrides, available_profiles, load_profile
-from .errors import UserError
+from .errors import UserError, file_system_error
 
 EPILOG = """\
 stages (each cached under artifacts/<profile>/, skipped when its inputs are unchanged):
@@ -53,7 +53,10 @@ def config_from_args(args) -> dict:
     if args.students is not None:
         names = [n.strip() for n in args.students.split(",") if n.strip()]
         overrides.append("students.names=[" + ", ".join(_quote(n) for n in names) + "]")
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    from .labelling import settings
+    settings(cfg)   # a typo in [labelling] fails now, not after the teacher's fine-tune
+    return cfg
 
 
 def _quote(text: str) -> str:
@@ -75,6 +78,9 @@ def main(argv=None) -> int:
         table = run.all()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {file_system_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import hashlib
 import json
 import tomllib
@@ -70,6 +71,8 @@ def check_value(dotted: str, default, value):
         raise UserError(f"--set {dotted}={value!r}: expected {kinds.get(type(default), type(default).__name__)}, "
                         f"like the profile's {default!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UserError(f"--set {dotted}={value!r}: must be a finite number")
         if key in POSITIVE and value <= 0:
             raise UserError(f"--set {dotted}={value!r}: must be greater than 0")
         if key in FRACTIONS and not 0 <= value <= 1:

@@ -41,11 +41,18 @@ def load_csv(path: str | Path, text_col: str, label_col: str) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise UserError(f"data file {path} does not exist; pass an existing CSV with --data")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; pass a CSV file with --data")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path} is empty; it needs a header row and labelled rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at position {exc.start}); "
+                        f"re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > utf8.csv`") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or exc}); check its permissions") from None
+    except (pd.errors.ParserError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} is not a readable CSV ({first}); check quoting and the delimiter") from None
     return _pick_columns(raw, text_col, label_col, str(path))
@@ -79,8 +86,13 @@ def _pick_columns(raw: pd.DataFrame, text_col: str, label_col: str, source: str)
     return pd.DataFrame({"text": raw[text_col].astype(str).str.strip(), "label": raw[label_col].astype(str)})
 
 
+# Labels that mean "no label" (what pandas, R and spreadsheets write for a missing value), compared lower-cased.
+MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none", "<na>"}
+
+
 def load(name: str, text_col: str = "text", label_col: str = "label") -> pd.DataFrame:
-    """Load a data set by name (`mr`, `bbc`, `hf:<name>`) or CSV path, cleaned: no empty text, no duplicates."""
+    """Load a data set by name (`mr`, `bbc`, `hf:<name>`) or CSV path, cleaned: no empty text, no missing label
+    (MISSING_LABELS), no duplicates. `df.attrs["dropped"]` counts the rows left out and why."""
     if name == "mr":
         df = load_mr()
     elif name == "bbc":
@@ -91,16 +103,23 @@ def load(name: str, text_col: str = "text", label_col: str = "label") -> pd.Data
         df = load_csv(name, text_col, label_col)
     else:
         raise UserError(f"unknown data set {name!r}; use mr, bbc, a path to a .csv file, or hf:<dataset name>")
-    df = df[(df["text"] != "") & (df["label"].str.strip() != "")]
+    no_label = df["label"].str.strip().str.lower().isin(MISSING_LABELS)
+    no_text = df["text"] == ""
+    dropped = {"missing label": int(no_label.sum()), "empty text": int((no_text & ~no_label).sum())}
+    df = df[~no_text & ~no_label]
     df = df.drop_duplicates(subset=["text", "label"])
+    before = len(df)
     df = df.drop_duplicates(subset="text", keep=False)  # a text seen with two different labels is dropped
-    df["text"] = df["text"].str.slice(0, MAX_CHARS)
+    dropped["text seen with two labels"] = before - len(df)
+    df = df.assign(text=df["text"].str.slice(0, MAX_CHARS))
     if df.empty:
         raise UserError(f"data set {name!r} has no labelled rows with text")
     counts = df["label"].value_counts()
     if len(counts) < 2:
         raise UserError(f"data set {name!r} has only one class ({counts.index[0]!r}); classification needs two or more")
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["dropped"] = {why: n for why, n in dropped.items() if n}
+    return df
 
 
 def make_split(df: pd.DataFrame, fractions=(0.8, 0.1, 0.1), seed: int = 13, max_examples: int = 0):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class Run:
         self.log = log
         self.rebuild_corrupt = rebuild_corrupt
         self._verified: set[str] = set()   # stages whose checksums were checked by this Run
+        self.timings: list[dict] = []      # one row per stage() call: stage, status (built | cached), seconds
 
     # --- cache -------------------------------------------------------------------------------------------------
     def _stage_meta(self, name: str) -> dict | None:
@@ -94,17 +96,18 @@ class Run:
         key = fingerprint(inputs)
         meta = self._stage_meta(name)
         target = self.dir / name
+        started = time.time()
         if meta and meta.get("key") == key:
             try:
                 self._verify(target, meta.get("files"))
                 self._verified.add(name)
                 self.log(f"  {name}: cached ({target})")
+                self.timings.append({"stage": name, "status": "cached", "seconds": round(time.time() - started, 2)})
                 return target, meta.get("info", {})
             except CorruptArtifact as exc:
                 if not self.rebuild_corrupt:
                     raise
                 self.log(f"  {name}: {exc.args[0].split(';')[0]}; rebuilding it (--rebuild-corrupt)")
-        started = time.time()
         with atomic_dir(target) as tmp:
             info = build(tmp) or {}
             info.setdefault("seconds", round(time.time() - started, 2))
@@ -112,6 +115,7 @@ class Run:
                                             "environment": environment(), "finished": time.strftime("%FT%T")})
         self._verified.add(name)
         self.log(f"  {name}: built in {time.time() - started:.1f}s")
+        self.timings.append({"stage": name, "status": "built", "seconds": round(time.time() - started, 2)})
         return target, info
 
     @staticmethod
@@ -144,6 +148,8 @@ class Run:
 
         def build(tmp):
             df = datasets.load(c["name"], c.get("text_col", "text"), c.get("label_col", "label"))
+            for why, rows in df.attrs.get("dropped", {}).items():
+                self.log(f"  data: note: left out {rows:,} row(s) with {why}")
             split, labels = datasets.make_split(df, c["split"], c["seed"], c.get("max_examples", 0))
             split.to_parquet(tmp / "split.parquet", index=False)
             write_json(tmp / "labels.json", labels)
@@ -159,38 +165,83 @@ class Run:
     def build_teacher(self):
         from . import teacher as T
         c = self.cfg["teacher"]
+        inputs = {"teacher": c, "data": self.key("data")}
 
         def build(tmp):
             split, labels = self.split(), self.labels()
             source = T.resolve_model(c["model"], self.dir.parent / "_assets")
             tokenizer, model = T.load_pretrained(source, len(labels), labels, seed=c["seed"])
+            checkpoint = self.partial_dir("teacher", fingerprint(inputs)) / "checkpoint.pt"
             metrics = T.fine_tune(model, tokenizer, datasets.texts_labels(split, "train"),
-                                  datasets.texts_labels(split, "dev"), c, progress=self.progress)
+                                  datasets.texts_labels(split, "dev"), c, progress=self.progress,
+                                  checkpoint=checkpoint, log=self.log)
             model.cpu().save_pretrained(tmp / "model")
             tokenizer.save_pretrained(tmp / "model")
             return {**metrics, "params": int(model.num_parameters()), "source": c["model"]}
 
-        _, info = self.stage("teacher", {"teacher": c, "data": self.key("data")}, build)
+        _, info = self.stage("teacher", inputs, build)
+        shutil.rmtree(self.dir / ".teacher.partial", ignore_errors=True)
         self.log(f"  teacher: {c['model']}, best dev accuracy {info['best_dev_accuracy']:.4f} "
                  f"after {info['steps']} steps")
 
+    def partial_dir(self, name: str, key: str) -> Path:
+        """artifacts/<profile>/.<name>.partial/: where a long stage keeps what survives an interrupt (checkpoints,
+        labelled chunks) for the stage key `key`; emptied when the key differs, removed once the stage is done."""
+        directory = self.dir / f".{name}.partial"
+        meta = directory / "meta.json"
+        try:
+            current = json.loads(meta.read_text()).get("key") if meta.exists() else None
+        except (OSError, ValueError, AttributeError):
+            current = None
+        if current != key:
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            write_json(meta, {"key": key})
+        return directory
+
+    def build_labeller(self):
+        """Which form of the teacher labels text (distill/labelling.py): its fastest export that stays faithful."""
+        from . import labelling
+        labelling.build(self)
+
+    def labeller(self):
+        from . import labelling
+        return labelling.load(self)
+
+    def labeller_export(self, backend: str) -> Path | None:
+        """The teacher's `backend` export made by the labeller stage, when it made one (bench reuses it)."""
+        if self.key("labeller") is None:
+            return None
+        path = self.verified_dir("labeller") / backend
+        return path if path.is_dir() else None
+
+    def logits_source(self) -> str:
+        from . import labelling
+        return labelling.source_line(self.stage_info("labeller"))
+
     def build_soft_labels(self):
-        from . import teacher as T
-        c = self.cfg["soft_labels"]
+        """The teacher's logits on every example: the training text labelled by the labeller (what students learn
+        from), dev and test by the teacher in PyTorch, the reference every report compares with."""
+        from . import labelling
 
         def build(tmp):
             split = self.split()
-            tokenizer, model = T.load_pretrained(str(self.teacher_dir()))
-            model.to(T.device())
-            logits = T.predict_logits(model, tokenizer, split["text"].tolist(), self.cfg["teacher"]["max_length"],
-                                      c["batch_size"], progress=self.progress)
+            train = (split["split"] == "train").to_numpy()
+            texts = split["text"].to_numpy()
+            logits = np.zeros((len(split), len(self.labels())), dtype=np.float32)
+            logits[train] = self.labeller()(list(texts[train]), progress=self.progress)
+            reference = labelling.Labeller("torch", None, self.teacher_dir(), self.cfg["teacher"]["max_length"],
+                                           labelling.settings(self.cfg)["batch_size"])
+            logits[~train] = reference(list(texts[~train]), progress=self.progress)
             out = split.copy()
             for k in range(logits.shape[1]):
                 out[f"logit_{k}"] = logits[:, k]
             out.to_parquet(tmp / "soft_labels.parquet", index=False)
-            return {"rows": len(out)}
+            return {"rows": len(out), "logits_source": f"train: {self.logits_source()}; dev and test: teacher in "
+                                                       "PyTorch (the reference)"}
 
-        self.stage("soft_labels", {"soft_labels": c, "teacher": self.key("teacher")}, build)
+        self.stage("soft_labels", {"labeller": self.key("labeller"), "teacher": self.key("teacher"),
+                                   "version": 2}, build)   # 2: dev and test labelled by PyTorch
 
     def build_student(self, name: str, mode: str):
         params = dict(self.cfg["students"].get(name, {}))
@@ -363,12 +414,16 @@ class Run:
     # --- everything --------------------------------------------------------------------------------------------
     def all(self) -> pd.DataFrame:
         names, modes = self.cfg["students"]["names"], self.cfg["students"]["modes"]
+        if not names or not modes:
+            raise UserError("no students to train (students.names or students.modes is empty); name at least one, "
+                            f"e.g. --students {','.join(student_zoo.REGISTRY)}")
         unknown = [n for n in names if n not in student_zoo.REGISTRY]
         if unknown:
             raise UserError(f"unknown student(s) {', '.join(unknown)}; choose from {', '.join(student_zoo.REGISTRY)}")
         for path in remove_stale_temporaries(self.dir) if self.dir.exists() else []:
             self.log(f"  removed {path}, left by an interrupted run")
-        steps = [("data", self.build_data), ("teacher", self.build_teacher), ("soft labels", self.build_soft_labels)]
+        steps = [("data", self.build_data), ("teacher", self.build_teacher), ("labeller", self.build_labeller),
+                 ("soft labels", self.build_soft_labels)]
         steps += [(f"student {n} ({m})", lambda n=n, m=m: self.build_student(n, m)) for m in modes for n in names]
         for i, (title, fn) in enumerate(steps, 1):
             self.log(f"[{i}/{len(steps) + 1}] {title}")

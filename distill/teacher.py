@@ -81,7 +81,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _batches_by_length(lengths, batch_size, rng=None):
+def batches_by_length(lengths, batch_size, rng=None):
     order = np.argsort(lengths, kind="stable")
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if rng is not None:
@@ -96,19 +96,21 @@ def predict_logits(model, tokenizer, texts, max_length, batch_size=64, progress=
     dev = next(model.parameters()).device
     lengths = np.array([len(t) for t in texts])
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for batch in tqdm(_batches_by_length(lengths, batch_size), desc=desc, disable=not progress, leave=False):
+    for batch in tqdm(batches_by_length(lengths, batch_size), desc=desc, disable=not progress, leave=False):
         enc = tokenizer([texts[i] for i in batch], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt").to(dev)
         out[batch] = model(**enc).logits.float().cpu().numpy()
     return out
 
 
-def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True):
+def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True, checkpoint: Path | None = None, log=print):
     """Fine-tune `model` in place. `train`/`dev_set` are (texts, labels). Returns a metrics dict.
 
     Dynamic padding over length-bucketed batches, AdamW with linear warm-up and decay, evaluation on dev
     `evals_per_epoch` times an epoch, early stopping after `patience` evaluations without improvement;
-    the best dev state is restored at the end.
+    the best dev state is restored at the end. With `checkpoint` (a file path), every evaluation saves the model,
+    optimiser, scheduler, random states and position there, and a later call with the same path resumes from it:
+    the result is the same, bit for bit, as an uninterrupted run's.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -133,12 +135,26 @@ def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True):
     opt = torch.optim.AdamW(groups, lr=cfg["lr"])
     sched = get_linear_schedule_with_warmup(opt, int(cfg["warmup"] * total), total)
 
-    best_acc, best_state, bad, step, history = -1.0, None, 0, 0, []
-    started = time.time()
-    bar = tqdm(total=total, desc="teacher", disable=not progress)
-    stop = False
+    state = {"step": 0, "position": 0, "best_acc": -1.0, "best_state": None, "bad": 0, "history": [],
+             "seconds": 0.0, "epoch_rng": rng.bit_generator.state}
+    saved = _load_checkpoint(checkpoint)
+    if saved is not None:
+        model.load_state_dict(saved.pop("model"))
+        opt.load_state_dict(saved.pop("optimizer"))
+        sched.load_state_dict(saved.pop("scheduler"))
+        torch.set_rng_state(saved.pop("torch_rng"))
+        state.update(saved)
+        log(f"  teacher: resuming from the checkpoint at step {state['step']} of {total} "
+            f"({state['step']} steps skipped)")
+    started = time.time() - state["seconds"]
+    bar = tqdm(total=total, initial=state["step"], desc="teacher", disable=not progress)
+    pace = _Pace(log=bar.write if progress else log)
+    stop = state["step"] >= total
     while not stop:
-        for batch in _batches_by_length(lengths, cfg["batch_size"], rng):
+        rng.bit_generator.state = state["epoch_rng"]
+        batches = batches_by_length(lengths, cfg["batch_size"], rng)
+        for position in range(state["position"], len(batches)):
+            batch = batches[position]
             model.train()
             features = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in batch],
                                       "attention_mask": [enc["attention_mask"][i] for i in batch]},
@@ -149,26 +165,75 @@ def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            step += 1
+            state["step"] += 1
+            step = state["step"]
+            pace.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{out.loss.item():.3f}", dev_acc=f"{max(best_acc, 0):.3f}")
+            best = state["best_acc"]
+            bar.set_postfix(loss=f"{out.loss.item():.3f}", dev_acc=f"{best:.3f}" if best >= 0 else "not yet")
             if step % eval_every == 0 or step == total:
                 logits = predict_logits(model, tokenizer, dev_set[0], cfg["max_length"], progress=False)
                 acc = float(np.mean(logits.argmax(1) == np.asarray(dev_set[1])))
-                history.append({"step": step, "dev_accuracy": acc, "loss": float(out.loss.item())})
-                if acc > best_acc:
-                    best_acc, bad = acc, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                state["history"].append({"step": step, "dev_accuracy": acc, "loss": float(out.loss.item())})
+                if acc > state["best_acc"]:
+                    state["best_acc"], state["bad"] = acc, 0
+                    state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
-                    bad += 1
-                    if bad > cfg["patience"]:
-                        stop = True
+                    state["bad"] += 1
+                    stop = state["bad"] > cfg["patience"]
+                if not stop and step < total and checkpoint is not None:
+                    state.update(position=position + 1, seconds=time.time() - started)
+                    _save_checkpoint(checkpoint, state, model, opt, sched)
             if stop or step >= total:
                 stop = True
                 break
+        else:
+            state.update(position=0, epoch_rng=rng.bit_generator.state)
     bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
     model.eval()
-    return {"steps": step, "best_dev_accuracy": best_acc, "history": history,
-            "train_seconds": time.time() - started, "device": str(dev)}
+    return {"steps": state["step"], "best_dev_accuracy": state["best_acc"], "history": state["history"],
+            "train_seconds": time.time() - started, "device": str(dev),
+            "resumed_from_step": None if saved is None else saved["step"]}
+
+
+def _save_checkpoint(path: Path, state: dict, model, opt, sched) -> None:
+    from .atomic import atomic_path
+    with atomic_path(path) as tmp:
+        torch.save({**state, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
+
+
+def _load_checkpoint(path: Path | None) -> dict | None:
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # cut short by the crash it was meant to survive: start over
+        return None
+
+
+class _Pace:
+    """Says once when steps become several times slower than at the start (another process on the CPU, swapping),
+    so a long stage that suddenly crawls does not look hung."""
+
+    def __init__(self, log, factor: float = 3.0, warmup: int = 5, baseline_steps: int = 20, window: int = 10):
+        self.log, self.factor, self.warmup = log, factor, warmup
+        self.baseline_steps, self.window = baseline_steps, window
+        self.times: list[float] = []
+        self.last = time.perf_counter()
+        self.warned = False
+
+    def step(self) -> None:
+        now = time.perf_counter()
+        self.times.append(now - self.last)
+        self.last = now
+        if self.warned or len(self.times) < self.baseline_steps + self.window:
+            return
+        baseline = float(np.median(self.times[self.warmup:self.baseline_steps]))
+        recent = float(np.median(self.times[-self.window:]))
+        if recent > self.factor * baseline:
+            self.warned = True
+            self.log(f"  note: training steps now take {recent:.2f}s, {recent / baseline:.1f}x longer than at the "
+                     "start; is another process using the CPU? (the run goes on)")

@@ -130,27 +130,20 @@ def _load_chunk(path: Path, rows: int):
 
 def build(run) -> None:
     """The `transfer` stage of `run` (a pipeline.Run)."""
-    from . import teacher as T
-
     c = run.cfg["transfer"]
     augment.check_probabilities(c["p_mask"], c["p_sub"], c["p_ng"], c["max_ngram"], c["n_iter"])
-    inputs = {"transfer": c, "teacher": run.key("teacher"), "data": run.key("data"),
+    inputs = {"transfer": c, "teacher": run.key("teacher"), "labeller": run.key("labeller"), "data": run.key("data"),
               "unlabelled": file_stamp(c["unlabelled"])}
     partial = run.dir / PARTIAL
 
     def build_stage(tmp):
-        tokenizer, model = T.load_pretrained(str(run.teacher_dir()))
-        model.to(T.device())
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(run.teacher_dir())
         started = time.time()
         frame = transfer_texts(run.split(), c, tokenizer.mask_token or tokenizer.unk_token or "[MASK]")
         augment_seconds = time.time() - started
-        max_length = run.cfg["teacher"]["max_length"]
-
-        def label(chunk):
-            return T.predict_logits(model, tokenizer, chunk, max_length, c["batch_size"], progress=False)
-
-        logits, seconds, reused = label_in_chunks(frame["text"].tolist(), label, partial, fingerprint(inputs),
-                                                  c["chunk_size"], run.progress)
+        logits, seconds, reused = label_in_chunks(frame["text"].tolist(), run.labeller(), partial,
+                                                  fingerprint(inputs), c["chunk_size"], run.progress)
         for k in range(logits.shape[1]):
             frame[f"logit_{k}"] = logits[:, k]
         frame.to_parquet(tmp / "transfer.parquet", index=False)
@@ -158,7 +151,7 @@ def build(run) -> None:
         return {"rows": len(frame), "augmented": int(counts.get("augmented", 0)),
                 "unlabelled": int(counts.get("unlabelled", 0)), "augment_seconds": round(augment_seconds, 2),
                 "label_seconds": round(seconds, 2), "texts_per_second": round(len(frame) / max(seconds, 1e-9), 1),
-                "chunks_reused": reused}
+                "chunks_reused": reused, "logits_source": run.logits_source()}
 
     _, info = run.stage("transfer", inputs, build_stage)
     shutil.rmtree(partial, ignore_errors=True)

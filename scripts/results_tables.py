@@ -113,10 +113,26 @@ def targets_table(results: pd.DataFrame, summary: dict, ablation: pd.DataFrame |
                     headers="keys", tablefmt="github")
 
 
+def timings_table(timings: dict) -> str:
+    """Where `make report`'s wall time went, stage by stage (reports/<profile>/timings.json)."""
+    rows = [{"step": r["step"], "stage": r["stage"], "status": r["status"],
+             "time": f"{r['seconds'] / 60:.1f} min" if r["seconds"] >= 60 else f"{r['seconds']:.1f} s"}
+            for r in timings["table"]]
+    return tabulate(rows, headers="keys", tablefmt="github")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("directory", type=Path, help="e.g. docs/results/default")
+    p.add_argument("--timings", type=Path, nargs="*", default=[], help="timings.json files to print as stage-time "
+                   "tables (default: the directory's own)")
     args = p.parse_args(argv)
+    for path in args.timings or [args.directory / "timings.json"]:
+        if path.exists():
+            t = json.loads(path.read_text())
+            print(f"`make report` stage times ({path}, total {t['total_seconds'] / 60:.1f} min, finished "
+                  f"{t['finished']}):\n")
+            print(timings_table(t), "\n")
     results = pd.read_csv(args.directory / "results.csv")
     summary = json.loads((args.directory / "summary.json").read_text())
     if (args.directory / "accuracy.csv").exists():

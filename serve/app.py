@@ -56,7 +56,9 @@ class ModelInfo(BaseModel):
 class ModelResult(ModelInfo):
     label: str = Field(description="predicted label")
     probabilities: list[float] = Field(description="one per label, in the order of `labels`")
-    latency_ms: float = Field(description="median wall time of `repeats` calls, tokenising included")
+    latency_ms: float = Field(description="median wall time of `repeats` calls, tokenising included (under load, "
+                              "of the batch this text shared with other requests)")
+    batch_size: int = Field(1, description="texts in that call: concurrent requests for a model are batched")
     speedup: float | None = Field(description="teacher latency / this latency")
     cosine: float | None = Field(description="cosine similarity of the probabilities to the teacher's")
     kl: float | None = Field(description="KL(teacher || this model) in nats")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,6 +43,52 @@ def timed(predictor: Predictor, texts: list[str], repeats: int) -> tuple[np.ndar
 # A batch runs in chunks of this many texts, each under its model's lock, so a long batch lets other requests use
 # the same model between chunks instead of waiting for the whole batch.
 BATCH_CHUNK = 64
+# Concurrent /predict requests for a model are answered by one batched call of at most this many texts.
+MAX_MICRO_BATCH = 32
+
+
+@dataclass
+class _Slot:
+    text: str
+    repeats: int
+    result: tuple | None = None
+    error: BaseException | None = None
+
+
+class MicroBatcher:
+    """Dynamic batching for one model: a request queues its text; whoever holds the model's lock runs every queued
+    text (up to MAX_MICRO_BATCH, same `repeats`) as one batch and hands each its row. Alone, a request runs at
+    batch 1 as before; under load, one batched call replaces many single ones (the teacher at batch 32 costs a
+    fraction of 32 batch-1 calls). The latency reported is that batch's, and says how many texts shared it."""
+
+    def __init__(self, predictor: Predictor, lock: threading.Lock, max_batch: int = MAX_MICRO_BATCH):
+        self.predictor, self.lock, self.max_batch = predictor, lock, max_batch
+        self._queue: list[_Slot] = []
+        self._queue_lock = threading.Lock()
+
+    def __call__(self, text: str, repeats: int) -> tuple[np.ndarray, float, int]:
+        slot = _Slot(text, repeats)
+        with self._queue_lock:
+            self._queue.append(slot)
+        while slot.result is None and slot.error is None:
+            with self.lock:
+                with self._queue_lock:
+                    if slot not in self._queue:   # a batch that held this text has run
+                        break
+                    first = self._queue[0].repeats
+                    batch = [s for s in self._queue if s.repeats == first][:self.max_batch]
+                    self._queue = [s for s in self._queue if s not in batch]
+                try:
+                    proba, ms = timed(self.predictor, [s.text for s in batch], first)
+                except Exception as exc:  # every request of the batch fails the way a lone one would
+                    for s in batch:
+                        s.error = exc
+                    break
+                for i, s in enumerate(batch):
+                    s.result = (proba[i:i + 1], ms, len(batch))
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
 
 
 class Engine:
@@ -55,6 +102,7 @@ class Engine:
         # Under concurrent load the latencies shown therefore include contention for the CPU; bench/ measures
         # without it.
         self._locks = {name: threading.Lock() for name in self.predictors}
+        self._batchers = {name: MicroBatcher(p, self._locks[name]) for name, p in self.predictors.items()}
 
     def _timed(self, predictor: Predictor, texts: list[str], repeats: int) -> tuple[np.ndarray, float]:
         with self._locks[predictor.name]:
@@ -76,16 +124,16 @@ class Engine:
 
     def compare(self, text: str, names: list[str] | None, repeats: int) -> list[dict]:
         selected = self.select(names)
-        outputs = {p.name: self._timed(p, [text], repeats) for p in selected}
+        outputs = {p.name: self._batchers[p.name](text, repeats) for p in selected}
         reference = outputs.get(self.teacher.name) if self.teacher else None
         rows = []
         for p in selected:
-            proba, ms = outputs[p.name]
+            proba, ms, batch_size = outputs[p.name]
             row = {**describe(p), "label": p.labels[int(proba[0].argmax())],
                    "probabilities": [round(float(x), 6) for x in proba[0]], "latency_ms": round(ms, 3),
-                   "speedup": None, "cosine": None, "kl": None, "agrees": None}
+                   "batch_size": batch_size, "speedup": None, "cosine": None, "kl": None, "agrees": None}
             if reference is not None and reference[0].shape == proba.shape:
-                ref_proba, ref_ms = reference
+                ref_proba, ref_ms, _ = reference
                 row.update(speedup=round(ref_ms / max(ms, 1e-6), 2),
                            cosine=round(float(cosine(ref_proba, proba)[0]), 6),
                            kl=round(float(kl_divergence(ref_proba, proba)[0]), 6),

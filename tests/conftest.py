@@ -38,6 +38,7 @@ TINY_OVERRIDES = [
     "students.bilstm.epochs=2",
     "students.bilstm.hidden=16",
     "eval.bootstrap=200",
+    'labelling.backend="torch"',   # tiny_run and tests/test_labelling.py take the ONNX path
 ]
 
 
@@ -85,8 +86,8 @@ def sensitive_teacher(tmp_path_factory, tiny_teacher_dir) -> Path:
 def tiny_run(tmp_path_factory, tiny_teacher_dir) -> Run:
     """A finished run of the real pipeline on 300 MR sentences with the tiny teacher (about 15 s)."""
     root = tmp_path_factory.mktemp("run")
-    run = Run("tiny", tiny_config(tiny_teacher_dir), root / "artifacts", root / "reports", progress=False,
-              log=lambda *_: None)
+    run = Run("tiny", tiny_config(tiny_teacher_dir, ['labelling.backend="auto"']), root / "artifacts", root / "reports",
+              progress=False, log=lambda *_: None)
     run.all()
     return run
 

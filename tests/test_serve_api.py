@@ -229,6 +229,70 @@ def test_a_long_batch_does_not_hold_other_models_hostage():
     assert slow.most_at_once == 1
 
 
+@dataclass
+class Counting(Predictor):
+    """Probabilities that depend on the text alone; records the size of every call."""
+    seconds: float = 0.02
+    calls: list = None
+
+    def prepare(self, texts):
+        return texts
+
+    def run(self, prepared):
+        self.calls.append(len(prepared))
+        time.sleep(self.seconds)
+        p = np.array([(sum(map(ord, t)) % 97) / 97 for t in prepared])
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_concurrent_predictions_are_batched_and_each_gets_its_own_answer():
+    from serve.engine import MAX_MICRO_BATCH, Engine
+    teacher = Counting("teacher", "torch", ["neg", "pos"], "teacher", calls=[])
+    student = Counting("student", "numpy", ["neg", "pos"], "distilled", seconds=0.0, calls=[])
+    engine = Engine([teacher, student])
+    texts = [f"text number {i}" for i in range(48)]
+    alone = {t: Counting("x", "x", ["neg", "pos"], "x", calls=[], seconds=0).predict_proba([t])[0] for t in texts}
+    with ThreadPoolExecutor(48) as pool:
+        answers = list(pool.map(lambda t: engine.compare(t, None, 1), texts))
+    for text, rows in zip(texts, answers):
+        for row in rows:
+            assert row["probabilities"] == pytest.approx(list(alone[text]), abs=1e-6)
+            assert row["agrees"] is True and 1 <= row["batch_size"] <= MAX_MICRO_BATCH
+    assert sum(teacher.calls) == len(texts) and len(teacher.calls) < len(texts) / 2   # batched, nothing lost
+    assert max(teacher.calls) <= MAX_MICRO_BATCH
+    assert engine.compare("alone", None, 1)[0]["batch_size"] == 1                     # no load: batch 1
+
+
+def test_a_failing_batch_fails_its_requests_and_the_queued_ones_still_run():
+    from serve.engine import Engine
+    running = threading.Event()
+
+    @dataclass
+    class FailsOnce(Counting):
+        def run(self, prepared):
+            if not self.calls:
+                self.calls.append(-1)
+                running.set()
+                time.sleep(0.1)   # the others queue meanwhile
+                raise RuntimeError("first call fails")
+            return super().run(prepared)
+
+    engine = Engine([FailsOnce("teacher", "torch", ["neg", "pos"], "teacher", calls=[])])
+
+    def call(t):
+        try:
+            return engine.compare(t, None, 1)[0]["batch_size"]
+        except RuntimeError:
+            return "failed"
+
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(call, "first")
+        assert running.wait(5)
+        rest = list(pool.map(call, [f"t{i}" for i in range(7)]))
+    assert first.result() == "failed"
+    assert "failed" not in rest and max(rest) > 1, rest
+
+
 # --- batch ---------------------------------------------------------------------------------------------------------
 def test_batch_reports_accuracy_agreement_and_latency_per_model(client, predictors, tiny_run):
     texts = ["a gripping film", "dull and overlong", "fine"]

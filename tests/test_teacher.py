@@ -131,6 +131,7 @@ def test_pipeline_teacher_dir_reloads_and_matches_soft_labels(tmp_path, tiny_tea
               log=lambda *_: None)
     run.build_data()
     run.build_teacher()
+    run.build_labeller()
     run.build_soft_labels()
     directory = run.teacher_dir()
     model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
@@ -167,8 +168,52 @@ def test_the_same_config_fine_tunes_the_same_teacher_bit_for_bit(tmp_path, mr_te
                   tmp_path / f"reports{attempt}", progress=False, log=lambda *_: None)
         run.build_data()
         run.build_teacher()
+        run.build_labeller()
         run.build_soft_labels()
         digests.append(hashlib.sha256((run.teacher_dir() / "model.safetensors").read_bytes()).hexdigest())
         soft.append(run.soft_labels())
     assert digests[0] == digests[1]
     assert soft[0].equals(soft[1])
+
+
+KILL_OVERRIDES = ["teacher.max_steps=400", "teacher.evals_per_epoch=12", "teacher.patience=100"]
+
+
+def test_kill_9_during_the_fine_tune_resumes_from_the_checkpoint(tmp_path, tiny_teacher_dir):
+    """A real `python -m distill` killed with SIGKILL once its first checkpoint exists; the same command resumes
+    from that checkpoint (and says so), and its accuracy.csv equals an uninterrupted run's byte for byte."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tests.conftest import cli_argv
+
+    repo = Path(__file__).resolve().parent.parent
+    extra = [a for o in KILL_OVERRIDES for a in ("--set", o)]
+
+    def command(root):
+        return [sys.executable, "-m", "distill", *cli_argv(root, tiny_teacher_dir, *extra, students="tfidf_lr")]
+
+    whole = subprocess.run(command(tmp_path / "whole"), cwd=repo, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed / "artifacts" / "smoke" / ".teacher.partial" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and checkpoint.exists(), "the run ended before its first checkpoint"
+    resumed = subprocess.run(command(killed), cwd=repo, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "teacher: resuming from the checkpoint at step" in resumed.stdout
+    assert not checkpoint.parent.exists()                     # removed once the stage is done
+    tables = [pd.read_csv(root / "reports" / "smoke" / "accuracy.csv", dtype=str).drop(columns="train_seconds")
+              for root in (tmp_path / "whole", killed)]
+    assert tables[0].to_csv() == tables[1].to_csv()   # every accuracy column, as written, byte for byte

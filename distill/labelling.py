@@ -1,0 +1,145 @@
+"""Labelling: the teacher's logits on the training text (soft labels), the transfer set and any unlabelled text,
+computed by the fastest form of the teacher that stays faithful to it.
+
+    [labelling]
+    backend = "auto"     # auto | torch | onnx | ort-opt | onnx-int8
+    tolerance = 0.1      # largest mean |logit - logit_torch| on the validation texts
+    validation_texts = 256
+
+The choice is the cached stage `labeller` (keyed by the teacher and this section). It exports the candidate
+backends (auto: ONNX int8 and ORT-optimised fp32, with optimum and onnxruntime, the same files bench times), runs
+each and PyTorch on the first `validation_texts` dev texts, and keeps the fastest whose logits stay within
+`tolerance` of PyTorch's; PyTorch itself when none does. A backend named outright must pass the same check. Soft
+labels and the transfer set record which backend made their logits (`logits_source` in their stage info).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as datasets
+from .atomic import write_json
+from .errors import UserError
+
+BACKENDS = ("auto", "torch", "onnx", "ort-opt", "onnx-int8")
+AUTO_CANDIDATES = ("onnx-int8", "ort-opt")
+DEFAULTS = {"backend": "auto", "tolerance": 0.1, "validation_texts": 256, "batch_size": 128}
+
+
+def settings(cfg: dict) -> dict:
+    c = {**DEFAULTS, **cfg.get("labelling", {})}
+    if c["backend"] not in BACKENDS:
+        raise UserError(f"labelling.backend must be one of {', '.join(BACKENDS)}, not {c['backend']!r}")
+    return c
+
+
+class Labeller:
+    """`labeller(texts, progress=...) -> logits` with the backend the `labeller` stage chose."""
+
+    def __init__(self, backend: str, directory: Path, teacher_dir: Path, max_length: int, batch_size: int):
+        self.backend, self.max_length, self.batch_size = backend, max_length, batch_size
+        if backend == "torch":
+            from . import teacher as T
+            self.tokenizer, self.model = T.load_pretrained(str(teacher_dir))
+            self.model.to(T.device())
+        else:
+            from .teacher_onnx import OnnxLogits
+            self.onnx = OnnxLogits(directory / backend)
+
+    def __call__(self, texts: list[str], progress=False) -> np.ndarray:
+        if self.backend == "torch":
+            from . import teacher as T
+            return T.predict_logits(self.model, self.tokenizer, texts, self.max_length, self.batch_size,
+                                    progress=progress)
+        return self.onnx(texts, self.max_length, self.batch_size, progress=progress)
+
+
+def _timed(fn, texts):
+    started = time.perf_counter()
+    logits = fn(texts)
+    return logits, len(texts) / max(time.perf_counter() - started, 1e-9)
+
+
+def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: Path, log=print) -> dict:
+    """Export and validate the candidate backends into `out/<backend>/`; returns the stage info (the choice and every
+    trial). Every candidate's export is kept: bench reuses them instead of exporting the teacher again."""
+    from . import teacher as T
+    from .teacher_onnx import EXPORTERS, OnnxLogits, quiet_exporters
+
+    tokenizer, model = T.load_pretrained(str(teacher_dir))
+    model.to(T.device())
+    reference, torch_rate = _timed(lambda t: T.predict_logits(model, tokenizer, t, max_length, c["batch_size"],
+                                                              progress=False), sample)
+    del model
+    trials = [{"backend": "torch", "texts_per_second": round(torch_rate, 1), "mean_abs_diff": 0.0,
+               "max_abs_diff": 0.0, "agreement": 1.0, "passed": True}]
+    candidates = {"auto": AUTO_CANDIDATES, "torch": ()}.get(c["backend"], (c["backend"],))
+    for backend in candidates:
+        directory = out / backend
+        directory.mkdir(parents=True)
+        started = time.time()
+        with quiet_exporters():
+            EXPORTERS[backend](teacher_dir, directory)
+        export_seconds = time.time() - started
+        runner = OnnxLogits(directory)
+        runner(sample[:8], max_length, c["batch_size"])  # session warm-up
+        logits, rate = _timed(lambda t: runner(t, max_length, c["batch_size"]), sample)
+        diff = np.abs(logits - reference)
+        trial = {"backend": backend, "texts_per_second": round(rate, 1), "mean_abs_diff": float(diff.mean()),
+                 "max_abs_diff": float(diff.max()),
+                 "agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+                 "export_seconds": round(export_seconds, 1)}
+        trial["passed"] = bool(trial["mean_abs_diff"] <= c["tolerance"])
+        trials.append(trial)
+        log(f"  labeller: {backend} {trial['texts_per_second']:.0f} texts/s vs torch {torch_rate:.0f}, "
+            f"mean |Δlogit| {trial['mean_abs_diff']:.4f} ({'passes' if trial['passed'] else 'fails'} "
+            f"tolerance {c['tolerance']:g})")
+    if c["backend"] in ("auto", "torch"):
+        chosen = max((t for t in trials if t["passed"]), key=lambda t: t["texts_per_second"])
+    else:
+        chosen = trials[-1]
+        if not chosen["passed"]:
+            raise UserError(f"labelling.backend = {c['backend']!r} moves the teacher's logits by "
+                            f"{chosen['mean_abs_diff']:.3g} on average on {len(sample)} dev texts, past "
+                            f"labelling.tolerance = {c['tolerance']:g}; raise the tolerance, or set "
+                            "labelling.backend to \"auto\" or \"torch\"")
+    write_json(out / "choice.json", {"backend": chosen["backend"]})
+    return {"backend": chosen["backend"], "validation_texts": len(sample), "trials": trials}
+
+
+def build(run) -> None:
+    """The `labeller` stage of `run` (a pipeline.Run)."""
+    c = settings(run.cfg)
+
+    def build_stage(tmp):
+        sample = datasets.texts_labels(run.split(), "dev")[0][:c["validation_texts"]]
+        if not sample:
+            raise UserError("the dev split is empty, so the labeller cannot be validated; give more data")
+        return choose(run.teacher_dir(), sample, c, run.cfg["teacher"]["max_length"], tmp, run.log)
+
+    _, info = run.stage("labeller", {"labelling": c, "teacher": run.key("teacher")}, build_stage)
+    chosen = next(t for t in info["trials"] if t["backend"] == info["backend"])
+    run.log(f"  labeller: {source_line(info)} ({chosen['texts_per_second']:.0f} texts/s)")
+
+
+def source_line(info: dict) -> str:
+    """How the logits were made, in words, for stage infos and reports."""
+    chosen = next(t for t in info["trials"] if t["backend"] == info["backend"])
+    if info["backend"] == "torch":
+        return "teacher in PyTorch"
+    return (f"teacher in ONNX Runtime {info['backend']} (mean |Δlogit| {chosen['mean_abs_diff']:.4f} vs PyTorch on "
+            f"{info['validation_texts']} dev texts)")
+
+
+def load(run) -> Labeller:
+    directory = run.verified_dir("labeller")
+    try:
+        backend = json.loads((directory / "choice.json").read_text())["backend"]
+    except (OSError, ValueError, KeyError):
+        raise UserError(f"cached artifact {directory / 'choice.json'} is unreadable; run again with "
+                        "--rebuild-corrupt") from None
+    c = settings(run.cfg)
+    return Labeller(backend, directory, run.teacher_dir(), run.cfg["teacher"]["max_length"], c["batch_size"])
