@@ -31,6 +31,7 @@ from .zoo import GPU_VARIANTS, cuda_backends, gpu_skip_reason, load_variant, loa
 
 EXPORT_VERSION = 2   # 2: validation against the family's tolerance
 VALIDATION_SENTENCES = 64
+SCORING_BATCH = 64
 
 
 class ExportDrift(Exception):
@@ -62,10 +63,24 @@ def native_size(run: Run, model_id: str) -> int:
     return dir_size(run.dir / "students" / model_id / "model.joblib")
 
 
+def predict_by_length(pred, texts: list[str], batch_size: int = SCORING_BATCH) -> np.ndarray:
+    """`pred.predict_proba(texts)` in batches of similar length (in input order): one batch of the whole test split
+    would pad every sentence to the longest, which costs a transformer several times the work."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = None
+    for start in range(0, len(texts), batch_size):
+        rows = order[start:start + batch_size]
+        probs = np.asarray(pred.predict_proba([texts[i] for i in rows]), dtype=np.float64)
+        if out is None:
+            out = np.zeros((len(texts), probs.shape[1]))
+        out[rows] = probs
+    return out
+
+
 def score(pred, texts, gold, teacher_probs, reference=None, eval_cfg=None) -> dict:
     """Test metrics of one variant, plus its agreement with the source model on the first sentences."""
     eval_cfg = eval_cfg or {"bootstrap": 1000, "seed": 13}
-    probs = pred.predict_proba(texts)
+    probs = predict_by_length(pred, texts)
     out = evaluate(gold, probs, teacher_probs.argmax(1), eval_cfg["bootstrap"], eval_cfg["seed"])
     cos = (probs * teacher_probs).sum(1) / (np.linalg.norm(probs, axis=1) * np.linalg.norm(teacher_probs, axis=1))
     out["cosine_to_teacher"] = float(cos.mean())
@@ -83,14 +98,16 @@ def check_drift(metrics: dict, tolerance: float, name: str) -> None:
                           f"{VALIDATION_SENTENCES} test sentences, past its tolerance {tolerance:g}")
 
 
-def export_plan(models: dict, backends_filter=None) -> list[tuple[str, object, str]]:
+def export_plan(models: dict, backends_filter=None, skip=()) -> list[tuple[str, object, str]]:
     """(model id, estimator, backend) for every variant: each model's native backend first (the reference its
-    exports are validated against), then its family's exported backends, then GPU variants of the teacher."""
+    exports are validated against), then its family's exported backends (but those named `family/backend` in
+    `skip`), then GPU variants of the teacher."""
     plan = []
     for model_id, estimator in models.items():
         family = family_of(estimator)
         plan.append((model_id, estimator, family.native_backend))
-        plan += [(model_id, estimator, b) for b in family.backends if not backends_filter or b in backends_filter]
+        plan += [(model_id, estimator, b) for b in family.backends
+                 if (not backends_filter or b in backends_filter) and f"{family.name}/{b}" not in skip]
         if model_id == "teacher":
             plan += [(model_id, estimator, b) for b in cuda_backends()
                      if not backends_filter or b in backends_filter]
@@ -105,7 +122,10 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
     teacher_probs = softmax(logits_of(run.soft_labels(), "test").astype(np.float64))
     sample = datasets.texts_labels(split, "dev")[0][:16]
     models = {m: e for m, e in run.models().items() if not models_filter or m in models_filter}
-    plan = export_plan(models, backends_filter)
+    skip = run.cfg.get("export", {}).get("skip", [])
+    plan = export_plan(models, backends_filter, skip)
+    if skip:
+        log(f"  export: skipping {', '.join(skip)} (export.skip)")
     reason = gpu_skip_reason()
     if reason:
         log(f"  note: {reason}")

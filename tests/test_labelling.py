@@ -48,8 +48,8 @@ def test_a_backend_past_the_tolerance_falls_back_to_torch(tiny_run, dev_sample, 
 
 
 def test_a_named_backend_past_the_tolerance_is_a_one_line_error(tiny_run, dev_sample, tmp_path):
-    c = {**labelling.DEFAULTS, "backend": "onnx-int8", "tolerance": 0.0, "batch_size": 32}
-    with pytest.raises(UserError, match=r"labelling.backend = 'onnx-int8' moves .* raise the tolerance"):
+    c = {**labelling.DEFAULTS, "backend": "onnx", "tolerance": 0.0, "batch_size": 32}
+    with pytest.raises(UserError, match=r"labelling.backend = 'onnx' moves .* raise the tolerance"):
         labelling.choose(tiny_run.teacher_dir(), dev_sample, c, 48, tmp_path, log=lambda *_: None)
 
 
