@@ -136,9 +136,9 @@ def tree_env(tree: Path, threads: int) -> dict:
             "TOKENIZERS_PARALLELISM": "false", "BENCH_PLANT_SLOWDOWN": ""}
 
 
-def prepare(tree: Path, label: str, profile: str, threads: int, log=print) -> None:
+def prepare(tree: Path, label: str, profile: str, threads: int, log=print, students: str | None = None) -> None:
     """Distil and export `profile` with the tree's own code (each stage is cached by the tree itself)."""
-    for what, module, extra in (("distil", "distill", []),
+    for what, module, extra in (("distil", "distill", ["--students", students] if students else []),
                                 ("export", "bench.export", ["--backends", EXPORT_BACKENDS])):
         started = time.time()
         done = subprocess.run([sys.executable, "-m", module, "--profile", profile, "--quiet", *extra], cwd=tree,
@@ -235,6 +235,8 @@ def main(argv=None) -> int:
                    "at 0.03 s this machine's windows varied +-30%% on unchanged code)")
     p.add_argument("--json", help="write every round here (default: reports/<profile>/gate-ab.json)")
     p.add_argument("--skip-prepare", action="store_true", help="use the trees' artifacts as they are")
+    p.add_argument("--students", help="comma-separated students to distil (default: the profile's); fewer students "
+                   "prepare faster when --variants names only some")
     args = p.parse_args(argv)
     if args.tolerance <= 1 or args.rounds < 3 or args.max_rounds < args.rounds:
         print("error: --tolerance must be > 1, --rounds >= 3 and --max-rounds >= --rounds", file=sys.stderr)
@@ -251,11 +253,11 @@ def main(argv=None) -> int:
         shared = same_model_code(commit)
         share_artifacts(base_tree, shared)
         if not args.skip_prepare:
-            prepare(ROOT, "head", args.profile, args.threads)
+            prepare(ROOT, "head", args.profile, args.threads, students=args.students)
             if shared:
                 print("  base: same model code and configs as head; it reads head's artifacts")
             else:
-                prepare(base_tree, "base", args.profile, args.threads)
+                prepare(base_tree, "base", args.profile, args.threads, students=args.students)
         base = Worker(base_tree, "base", args.profile, args.variants, args.threads)
         workers.append(base)
         head = Worker(ROOT, "head", args.profile, args.variants, args.threads,

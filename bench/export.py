@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from distill import data as datasets
 from distill.atomic import write_json
-from distill.errors import UserError, file_system_error
+from distill.errors import one_line_errors
 from distill.metrics import count_params, evaluate
 from distill.pipeline import Run, kind_of, logits_of
 from distill.teacher_onnx import quiet_exporters
@@ -185,6 +185,7 @@ def run_params(run: Run, model_id: str, estimator) -> int:
     return count_params(estimator)
 
 
+@one_line_errors
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.export", description="Export every model of a profile's run "
                                 "(ONNX, TorchScript, int8), validate each export against its source model and score "
@@ -195,16 +196,9 @@ def main(argv=None) -> int:
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    try:
-        run = zoo.open_run(args.profile, args.artifacts)
-        entries = export_all(run, args.models.split(",") if args.models else None, progress=not args.quiet,
-                             backends_filter=args.backends.split(",") if args.backends else None)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {file_system_error(exc)}", file=sys.stderr)
-        return 2
+    run = zoo.open_run(args.profile, args.artifacts)
+    entries = export_all(run, args.models.split(",") if args.models else None, progress=not args.quiet,
+                         backends_filter=args.backends.split(",") if args.backends else None)
     from tabulate import tabulate
     rows = [{"model": e["model"], "backend": e["backend"], "status": e["status"],
              "accuracy": e.get("accuracy"), "max_abs_diff": e.get("max_abs_diff"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from distill.atomic import write_json
 from distill.environment import environment
-from distill.errors import UserError, file_system_error
+from distill.errors import UserError, one_line_errors
 
 BATCH_SIZES = "1,32"
 BENCH_SECONDS = 0.25
@@ -109,63 +109,54 @@ def parser():
     return p
 
 
+@one_line_errors
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     started = time.time()
-    try:
-        from tabulate import tabulate
+    from tabulate import tabulate
 
-        from distill.ablation import run_ablation
-        from distill.cli import config_from_args
-        from distill.pipeline import Run
+    from distill.ablation import run_ablation
+    from distill.cli import config_from_args
+    from distill.pipeline import Run
 
-        from .export import export_all
-        from .report import build_report, summary
+    from .export import export_all
+    from .report import build_report, summary
 
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-        cfg = config_from_args(args)
-        run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
-                  rebuild_corrupt=args.rebuild_corrupt)
-        timer = StepTimer(run)
-        with timer.step("distill"):
-            run.all()
-        if args.no_ablation:
-            timer.steps.append({"step": "ablation", "seconds": 0.0, "note": "left out (--no-ablation)"})
-        else:
-            with timer.step("ablation"):
-                run_ablation(run, "python -m distill.ablation --profile " + args.profile)
-        with timer.step("export"):
-            entries = export_all(run, progress=not args.quiet,
-                                 backends_filter=args.backends.split(",") if args.backends else None)
-        failed = [f"{e['model']}/{e['backend']}" for e in entries if e["status"] != "ok"]
-        if failed:
-            print(f"  {len(failed)} export(s) failed and are left out: {', '.join(failed)}")
-        bench_json = run.reports / "bench.json"
-        current = bench_is_current(bench_json, run.dir / "export" / "manifest.json", batch_sizes)
-        with timer.step("bench", "unchanged since the last run: not timed again" if current and not args.rebench
-                        else f"batch {args.batch_sizes}, {args.bench_seconds:g} s per case") as record:
-            if not current or args.rebench:
-                run.reports.mkdir(parents=True, exist_ok=True)
-                command = [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider",
-                           "--profile", args.profile, "--artifacts", args.artifacts,
-                           "--batch-sizes", args.batch_sizes, "--bench-seconds", str(args.bench_seconds),
-                           "--benchmark-json", str(bench_json), "--benchmark-autosave",
-                           *shlex.split(args.bench_args)]
-                code = subprocess.call(command)
-                if code != 0:
-                    raise UserError(f"the benchmark failed (pytest exit {code}); its output is above")
-                record["cases"] = len(json.loads(bench_json.read_text())["benchmarks"])
-        with timer.step("report"):
-            result = build_report(args.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {file_system_error(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    cfg = config_from_args(args)
+    run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
+              rebuild_corrupt=args.rebuild_corrupt)
+    timer = StepTimer(run)
+    with timer.step("distill"):
+        run.all()
+    if args.no_ablation:
+        timer.steps.append({"step": "ablation", "seconds": 0.0, "note": "left out (--no-ablation)"})
+    else:
+        with timer.step("ablation"):
+            run_ablation(run, "python -m distill.ablation --profile " + args.profile)
+    with timer.step("export"):
+        entries = export_all(run, progress=not args.quiet,
+                             backends_filter=args.backends.split(",") if args.backends else None)
+    failed = [f"{e['model']}/{e['backend']}" for e in entries if e["status"] != "ok"]
+    if failed:
+        print(f"  {len(failed)} export(s) failed and are left out: {', '.join(failed)}")
+    bench_json = run.reports / "bench.json"
+    current = bench_is_current(bench_json, run.dir / "export" / "manifest.json", batch_sizes)
+    with timer.step("bench", "unchanged since the last run: not timed again" if current and not args.rebench
+                    else f"batch {args.batch_sizes}, {args.bench_seconds:g} s per case") as record:
+        if not current or args.rebench:
+            run.reports.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider",
+                       "--profile", args.profile, "--artifacts", args.artifacts,
+                       "--batch-sizes", args.batch_sizes, "--bench-seconds", str(args.bench_seconds),
+                       "--benchmark-json", str(bench_json), "--benchmark-autosave",
+                       *shlex.split(args.bench_args)]
+            code = subprocess.call(command)
+            if code != 0:
+                raise UserError(f"the benchmark failed (pytest exit {code}); its output is above")
+            record["cases"] = len(json.loads(bench_json.read_text())["benchmarks"])
+    with timer.step("report"):
+        result = build_report(args.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
     now = time.time()
     setup = started - args.started if args.started else None
     total = now - (args.started or started)

@@ -15,7 +15,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from distill.atomic import atomic_path, write_json, write_text
-from distill.errors import UserError, file_system_error
+from distill.errors import one_line_errors
 
 from .export import read_manifest
 from .families import FAMILIES
@@ -224,6 +224,7 @@ def build_report(profile: str, artifacts="artifacts", reports="reports", budget_
     return {"table": table, "picks": picks, "markdown": md_text, "dir": out}
 
 
+@one_line_errors
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.report", description="Write reports/<profile>/results.csv, "
                                 "report.md, pareto.png and report.html from the export manifest and bench.json.")
@@ -234,14 +235,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-drop", type=float, help="name the fastest variant within this many accuracy points "
                    "of the teacher")
     args = p.parse_args(argv)
-    try:
-        result = build_report(args.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {file_system_error(exc)}", file=sys.stderr)
-        return 2
+    result = build_report(args.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
     print("\n".join(summary(result["table"])))
     for line in result["picks"]:
         print(f"pick: {line}")

@@ -29,7 +29,7 @@ import pandas as pd
 from . import data as datasets
 from . import students as student_zoo
 from .atomic import atomic_path, write_text
-from .errors import UserError, file_system_error
+from .errors import UserError, one_line_errors
 from .metrics import count_params, evaluate
 from .pipeline import Run, logits_of
 from .students.soft import softmax
@@ -192,6 +192,7 @@ def run_ablation(run: Run, command: str = "python -m distill.ablation") -> pd.Da
     return table
 
 
+@one_line_errors
 def main(argv=None) -> int:
     from .cli import config_from_args, parser
 
@@ -203,27 +204,16 @@ def main(argv=None) -> int:
     p._option_string_actions["--students"].help = "comma-separated students (overrides ablation.students)"
     args = p.parse_args(argv)
     started = time.time()
-    try:
-        from tabulate import tabulate
+    from tabulate import tabulate
 
-        students, args.students = args.students, None
-        cfg = config_from_args(args)
-        if students is not None:
-            cfg["ablation"]["students"] = [n.strip() for n in students.split(",") if n.strip()]
-        run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
-                  rebuild_corrupt=args.rebuild_corrupt)
-        command = " ".join(["python -m distill.ablation", *(sys.argv[1:] if argv is None else argv)])
-        table = run_ablation(run, command)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {file_system_error(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished stages and labelled chunks are kept; run the same command again to resume",
-              file=sys.stderr)
-        return 130
+    students, args.students = args.students, None
+    cfg = config_from_args(args)
+    if students is not None:
+        cfg["ablation"]["students"] = [n.strip() for n in students.split(",") if n.strip()]
+    run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
+              rebuild_corrupt=args.rebuild_corrupt)
+    command = " ".join(["python -m distill.ablation", *(sys.argv[1:] if argv is None else argv)])
+    table = run_ablation(run, command)
     shown = table[["student", "variant", "accuracy", "ci_low", "ci_high", "gain_vs_hard", "train_texts",
                    "train_seconds"]]
     print()

@@ -6,7 +6,7 @@ import sys
 import time
 
 from .config import apply_overrides, available_profiles, load_profile
-from .errors import UserError, file_system_error
+from .errors import one_line_errors
 
 EPILOG = """\
 stages (each cached under artifacts/<profile>/, skipped when its inputs are unchanged):
@@ -63,28 +63,19 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@one_line_errors
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     started = time.time()
-    try:
-        from tabulate import tabulate
+    from tabulate import tabulate
 
-        from .pipeline import Run
-        cfg = config_from_args(args)
-        run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
-                  rebuild_corrupt=args.rebuild_corrupt)
-        print(f"profile {args.profile}: data={cfg['data']['name']} teacher={cfg['teacher']['model']} "
-              f"students={','.join(cfg['students']['names'])}")
-        table = run.all()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {file_system_error(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    from .pipeline import Run
+    cfg = config_from_args(args)
+    run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
+              rebuild_corrupt=args.rebuild_corrupt)
+    print(f"profile {args.profile}: data={cfg['data']['name']} teacher={cfg['teacher']['model']} "
+          f"students={','.join(cfg['students']['names'])}")
+    table = run.all()
     shown = table.drop(columns=[c for c in ("members",) if c in table])
     print()
     print(tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".4f"))

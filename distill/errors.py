@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import errno
+import functools
+import sys
 
 
 class UserError(Exception):
@@ -19,3 +21,22 @@ def file_system_error(exc: OSError) -> UserError:
     else:
         fix = "check the path and its permissions"
     return UserError(f"cannot write or read {where} ({exc.strerror or exc}); {fix}; finished stages are intact")
+
+
+def one_line_errors(main):
+    """A command's `main(argv) -> exit status`, with bad input and a failing disk ending as one `error: …` line
+    (status 2) and Ctrl-C as a line saying what is kept (status 130): never a traceback."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"error: {file_system_error(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
+            return 130
+    return wrapper

@@ -114,11 +114,23 @@ def targets_table(results: pd.DataFrame, summary: dict, ablation: pd.DataFrame |
 
 
 def timings_table(timings: dict) -> str:
-    """Where `make report`'s wall time went, stage by stage (reports/<profile>/timings.json)."""
-    rows = [{"step": r["step"], "stage": r["stage"], "status": r["status"],
-             "time": f"{r['seconds'] / 60:.1f} min" if r["seconds"] >= 60 else f"{r['seconds']:.1f} s"}
-            for r in timings["table"]]
-    return tabulate(rows, headers="keys", tablefmt="github")
+    """Where `make report`'s wall time went, stage by stage (reports/<profile>/timings.json); the export stages are
+    summed per teacher / students."""
+    rows, exports = [], {}
+    for r in timings["table"]:
+        if r["status"] == "built" and r["stage"].startswith("export/"):
+            who = "teacher" if r["stage"].startswith("export/teacher/") else "students and ensembles"
+            n, seconds = exports.get(who, (0, 0.0))
+            exports[who] = (n + 1, seconds + r["seconds"])
+            continue
+        if exports and r["step"] != "export" or r["stage"] == "loading, scoring, writing" and r["step"] == "export":
+            rows += [{"step": "export", "stage": f"{who}: {n} variants exported, validated, scored", "status": "built",
+                      "seconds": sec} for who, (n, sec) in exports.items()]
+            exports = {}
+        rows.append(r)
+    return tabulate([{"step": r["step"], "stage": r["stage"], "status": r["status"],
+                      "time": f"{r['seconds'] / 60:.1f} min" if r["seconds"] >= 60 else f"{r['seconds']:.1f} s"}
+                     for r in rows], headers="keys", tablefmt="github")
 
 
 def main(argv=None) -> int:

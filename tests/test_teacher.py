@@ -176,7 +176,7 @@ def test_the_same_config_fine_tunes_the_same_teacher_bit_for_bit(tmp_path, mr_te
     assert soft[0].equals(soft[1])
 
 
-KILL_OVERRIDES = ["teacher.max_steps=400", "teacher.evals_per_epoch=4", "teacher.patience=1000"]
+KILL_OVERRIDES = ["teacher.max_steps=150", "teacher.evals_per_epoch=4", "teacher.patience=1000"]
 
 
 def test_kill_9_during_the_fine_tune_resumes_from_the_checkpoint(tmp_path, tiny_teacher_dir):
