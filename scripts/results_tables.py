@@ -137,9 +137,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("directory", type=Path, help="e.g. docs/results/default")
     p.add_argument("--timings", type=Path, nargs="*", default=[], help="timings.json files to print as stage-time "
-                   "tables (default: the directory's own)")
+                   "tables (default: the directory's timings.json and timings-second-run.json)")
     args = p.parse_args(argv)
-    for path in args.timings or [args.directory / "timings.json"]:
+    for path in args.timings or [args.directory / "timings.json", args.directory / "timings-second-run.json"]:
         if path.exists():
             t = json.loads(path.read_text())
             print(f"`make report` stage times ({path}, total {t['total_seconds'] / 60:.1f} min, finished "
