@@ -3,7 +3,7 @@ computed by the fastest form of the teacher that stays faithful to it.
 
     [labelling]
     backend = "auto"     # auto | torch | onnx | ort-opt | onnx-int8
-    tolerance = 0.1      # largest mean |logit - logit_torch| on the validation texts
+    tolerance = 0.2      # largest mean |logit - logit_torch| on the validation texts
     validation_texts = 256
 
 The choice is the cached stage `labeller` (keyed by the teacher and this section). It exports the candidate

@@ -229,9 +229,11 @@ class Run:
             train = (split["split"] == "train").to_numpy()
             texts = split["text"].to_numpy()
             logits = np.zeros((len(split), len(self.labels())), dtype=np.float32)
-            logits[train] = self.labeller()(list(texts[train]), progress=self.progress)
-            reference = labelling.Labeller("torch", None, self.teacher_dir(), self.cfg["teacher"]["max_length"],
-                                           labelling.settings(self.cfg)["batch_size"])
+            label = self.labeller()
+            logits[train] = label(list(texts[train]), progress=self.progress)
+            reference = label if label.backend == "torch" else labelling.Labeller(
+                "torch", None, self.teacher_dir(), self.cfg["teacher"]["max_length"],
+                labelling.settings(self.cfg)["batch_size"])
             logits[~train] = reference(list(texts[~train]), progress=self.progress)
             out = split.copy()
             for k in range(logits.shape[1]):

@@ -47,7 +47,7 @@ BATCH_CHUNK = 64
 MAX_MICRO_BATCH = 32
 
 
-@dataclass
+@dataclass(eq=False)   # slots are compared by identity: two requests may carry the same text
 class _Slot:
     text: str
     repeats: int

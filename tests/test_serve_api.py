@@ -263,6 +263,15 @@ def test_concurrent_predictions_are_batched_and_each_gets_its_own_answer():
     assert engine.compare("alone", None, 1)[0]["batch_size"] == 1                     # no load: batch 1
 
 
+def test_concurrent_requests_with_the_same_text_each_get_an_answer():
+    from serve.engine import MAX_MICRO_BATCH, Engine
+    engine = Engine([Counting("teacher", "torch", ["neg", "pos"], "teacher", calls=[])])
+    n = 2 * MAX_MICRO_BATCH + 8   # more equal requests than one batch holds
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(lambda _: engine.compare("the same text", None, 1)[0]["label"], range(n)))
+    assert len(answers) == n and len(set(answers)) == 1
+
+
 def test_a_failing_batch_fails_its_requests_and_the_queued_ones_still_run():
     from serve.engine import Engine
     running = threading.Event()
