@@ -7,11 +7,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
+MBTB := $(VENV)/bin/mbtb
+# A run on your own data, named after it (or NAME=): artifacts/<name>/ and reports/<name>/, never another run's.
+DATA ?=
+NAME ?=
+TEXT_COL ?=
+LABEL_COL ?=
+RUN := --profile $(PROFILE) $(if $(NAME),--name '$(NAME)') $(if $(DATA),--data '$(DATA)')
+DATA_ARGS := $(if $(TEXT_COL),--text-col '$(TEXT_COL)') $(if $(LABEL_COL),--label-col '$(LABEL_COL)')
 
 .PHONY: setup distill test browser clean-artifacts help
 
 help:
 	@echo "make distill [PROFILE=default|smoke|full]  train teacher and students, write reports/<profile>/accuracy.csv"
+	@echo "      [DATA=reviews.csv TEXT_COL=body LABEL_COL=stars] [NAME=reviews]  your CSV: run named after it"
+	@echo "      (every target takes PROFILE, DATA, NAME; ARGS='--no-finetune --metric macro_f1 ...' reaches mbtb)"
 	@echo "make bench [PROFILE=...]                 export every model, time it (reports/<profile>/bench.json)"
 	@echo "make report [BUDGET_MS=5] [MAX_DROP=1]    distill + ablation + export + bench (batch 1, 32) + reports/<profile>/"
 	@echo "      [ABLATION=0] [BATCH_SIZES=1,8,32,128]  report.{md,html}, pareto.png, results.csv, timings.json; ends with"
@@ -40,9 +50,15 @@ $(VENV)/.assets-%-stamp: requirements-%.txt $(STAMP)
 setup: $(STAMP) $(if $(PROFILE_ASSETS),$(VENV)/.assets-$(PROFILE)-stamp)
 
 distill: setup
-	$(PY) -m distill --profile $(PROFILE) $(ARGS)
+	$(MBTB) distill $(RUN) $(DATA_ARGS) $(ARGS)
 
-test: setup browser
+# The scale-out extra (Ray Data, accelerate) for tests/test_scale.py, installed once; `make setup` stays without it.
+SCALE_STAMP := $(VENV)/.scale-stamp
+$(SCALE_STAMP): requirements-scale.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements-scale.txt -c constraints.txt
+	touch $@
+
+test: setup browser $(SCALE_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (no browser download); installed once when missing and we are root.
@@ -56,7 +72,7 @@ clean-artifacts:
 
 .PHONY: serve
 serve: setup
-	$(PY) -m serve --profile $(PROFILE) --port $(PORT)
+	$(MBTB) serve $(RUN) --port $(PORT)
 
 # --- bench / report / gate -------------------------------------------------------------------------------------
 # What the report shows; the full grid: BATCH_SIZES=1,8,32,128
@@ -73,28 +89,20 @@ GATE_BENCH := pytest bench -q -p no:cacheprovider --profile smoke --batch-sizes 
 
 # Hard vs soft vs soft+augmentation vs +annealing per student: reports/<profile>/ablation.csv and .md
 ablation: distill
-	$(PY) -m distill.ablation --profile $(PROFILE) $(ARGS)
+	$(MBTB) ablation $(RUN) $(DATA_ARGS) $(ARGS)
 export: distill
-	$(PY) -m bench.export --profile $(PROFILE)
+	$(MBTB) export $(RUN)
 
 # Export, then time every variant: reports/<profile>/bench.json plus an autosaved run in .benchmarks/
 # (so `pytest bench --benchmark-compare` compares against it).
-bench: export
-	@mkdir -p reports/$(PROFILE)
-	$(PY) -m pytest bench -q -p no:cacheprovider --profile $(PROFILE) --batch-sizes $(BATCH_SIZES) \
-		--benchmark-json reports/$(PROFILE)/bench.json --benchmark-autosave $(BENCH_ARGS)
-
-# The benchmark is re-run only when the exported variants changed (the manifest is rewritten only then).
-reports/%/bench.json: artifacts/%/export/manifest.json
-	@mkdir -p reports/$*
-	$(PY) -m pytest bench -q -p no:cacheprovider --profile $* --batch-sizes $(BATCH_SIZES) \
-		--benchmark-json $@ --benchmark-autosave $(BENCH_ARGS)
+bench: distill
+	$(MBTB) bench $(RUN) --batch-sizes $(BATCH_SIZES) $(if $(BENCH_ARGS),-- $(BENCH_ARGS))
 
 # Everything, each stage timed (bench/make_report.py): distill, ablation (ABLATION=0 leaves it out), export, bench,
 # report; ends with a stage-time table, also in reports/<profile>/timings.json.
 ABLATION ?= 1
 report: setup
-	$(PY) -m bench.make_report --profile $(PROFILE) --started $(MAKE_STARTED) --batch-sizes $(BATCH_SIZES) \
+	$(MBTB) report $(RUN) $(DATA_ARGS) --started $(MAKE_STARTED) --batch-sizes $(BATCH_SIZES) \
 		$(if $(filter 0,$(ABLATION)),--no-ablation) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) \
 		$(if $(MAX_DROP),--max-drop $(MAX_DROP)) $(if $(BENCH_ARGS),--bench-args '$(BENCH_ARGS)') $(ARGS)
 
@@ -113,7 +121,7 @@ results-docs:
 BASE ?=
 GATE_ARGS ?=
 gate: setup
-	$(PY) -m bench.ab --profile smoke $(if $(BASE),--base $(BASE)) $(GATE_ARGS)
+	$(MBTB) gate --profile smoke $(if $(BASE),--base $(BASE)) $(GATE_ARGS)
 
 # The one-revision fallback: ratios within one run vs a baseline recorded on this same CPU (bench/gate.py).
 gate-ratios: setup

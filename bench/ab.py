@@ -214,7 +214,7 @@ def calibrate(cases: list[Case], head: Worker, target_seconds: float) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[1],
+    p = argparse.ArgumentParser(prog="mbtb gate", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", help="revision to compare against (default: merge-base of HEAD with main; HEAD "
                    "when there is no main)")

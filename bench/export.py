@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from distill import data as datasets
 from distill.atomic import write_json
 from distill.errors import one_line_errors
+from distill import runs
 from distill.metrics import count_params, evaluate
 from distill.pipeline import Run, kind_of, logits_of
 from distill.teacher_onnx import quiet_exporters
@@ -77,11 +78,12 @@ def predict_by_length(pred, texts: list[str], batch_size: int = SCORING_BATCH) -
     return out
 
 
-def score(pred, texts, gold, teacher_probs, reference=None, eval_cfg=None) -> dict:
-    """Test metrics of one variant, plus its agreement with the source model on the first sentences."""
+def score(pred, texts, gold, teacher_probs, reference=None, eval_cfg=None, metric=None) -> dict:
+    """Test metrics of one variant (the run's `metric` among them), plus its agreement with the source model on the
+    first sentences."""
     eval_cfg = eval_cfg or {"bootstrap": 1000, "seed": 13}
     probs = predict_by_length(pred, texts)
-    out = evaluate(gold, probs, teacher_probs.argmax(1), eval_cfg["bootstrap"], eval_cfg["seed"])
+    out = evaluate(gold, probs, teacher_probs.argmax(1), eval_cfg["bootstrap"], eval_cfg["seed"], metric)
     cos = (probs * teacher_probs).sum(1) / (np.linalg.norm(probs, axis=1) * np.linalg.norm(teacher_probs, axis=1))
     out["cosine_to_teacher"] = float(cos.mean())
     if reference is not None:
@@ -136,7 +138,8 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
         native = backend == family.native_backend
         exported = family.backends.get(backend) if backend not in GPU_VARIANTS else None
         inputs = {"source": source_key(run, model_id), "backend": backend, "version": EXPORT_VERSION,
-                  "test": run.key("data"), "tolerance": exported.tolerance if exported else None}
+                  "test": run.key("data"), "tolerance": exported.tolerance if exported else None,
+                  "eval": run.cfg["eval"]}   # the metric and bootstrap its scores are computed with
 
         def build(tmp, model_id=model_id, estimator=estimator, backend=backend, native=native, exported=exported):
             if exported is not None:
@@ -152,7 +155,7 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
             else:
                 pred = load_variant(run, model_id, backend, models)
                 size = native_size(run, model_id) if native else None
-            metrics = score(pred, texts, gold, teacher_probs, reference.get(model_id), run.cfg["eval"])
+            metrics = score(pred, texts, gold, teacher_probs, reference.get(model_id), run.cfg["eval"], run.metric())
             if exported is not None:
                 check_drift(metrics, exported.tolerance, f"{model_id}/{backend}")
                 metrics["tolerance"] = exported.tolerance
@@ -187,16 +190,16 @@ def run_params(run: Run, model_id: str, estimator) -> int:
 
 @one_line_errors
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.export", description="Export every model of a profile's run "
-                                "(ONNX, TorchScript, int8), validate each export against its source model and score "
-                                "its test accuracy. Results: artifacts/<profile>/export/manifest.json.")
-    p.add_argument("--profile", default="default")
+    p = argparse.ArgumentParser(prog="mbtb export", description="Export every model of a run (ONNX, TorchScript, "
+                                "int8), validate each export against its source model and score it on the test "
+                                "split. Results: artifacts/<run>/export/manifest.json.")
+    runs.add_arguments(p)
     p.add_argument("--models", help="comma-separated model ids (default: all)")
     p.add_argument("--backends", help="comma-separated exported backends (default: all; native ones always)")
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    run = zoo.open_run(args.profile, args.artifacts)
+    run = zoo.open_run(runs.run_name(args.profile, args.data, args.name), args.artifacts)
     entries = export_all(run, args.models.split(",") if args.models else None, progress=not args.quiet,
                          backends_filter=args.backends.split(",") if args.backends else None)
     from tabulate import tabulate

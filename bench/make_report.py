@@ -15,17 +15,16 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from distill.atomic import write_json
 from distill.environment import environment
-from distill.errors import UserError, one_line_errors
+from distill.errors import one_line_errors
 
-BATCH_SIZES = "1,32"
-BENCH_SECONDS = 0.25
+from .timing import BATCH_SIZES, BENCH_SECONDS, time_variants
+
 
 
 class StepTimer:
@@ -86,7 +85,7 @@ def stage_table(timer: StepTimer, setup_seconds: float | None, total: float) -> 
 def parser():
     from distill.cli import parser as distill_parser
     p = distill_parser()
-    p.prog = "python -m bench.make_report"
+    p.prog = "mbtb report"
     p.description = ("Distil, run the ablation, export, benchmark and report one profile (what `make report` runs), "
                      "timing every stage; writes reports/<profile>/ (report.md/.html, results.csv, pareto.png, "
                      "timings.json).")
@@ -116,16 +115,13 @@ def main(argv=None) -> int:
     from tabulate import tabulate
 
     from distill.ablation import run_ablation
-    from distill.cli import config_from_args
-    from distill.pipeline import Run
+    from distill.cli import open_run
 
     from .export import export_all
     from .report import build_report, summary
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    cfg = config_from_args(args)
-    run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
-              rebuild_corrupt=args.rebuild_corrupt)
+    run = open_run(args)
     timer = StepTimer(run)
     with timer.step("distill"):
         run.all()
@@ -133,7 +129,8 @@ def main(argv=None) -> int:
         timer.steps.append({"step": "ablation", "seconds": 0.0, "note": "left out (--no-ablation)"})
     else:
         with timer.step("ablation"):
-            run_ablation(run, "python -m distill.ablation --profile " + args.profile)
+            run_ablation(run, "mbtb ablation --profile " + args.profile
+                         + (f" --name {run.profile}" if run.profile != args.profile else ""))
     with timer.step("export"):
         entries = export_all(run, progress=not args.quiet,
                              backends_filter=args.backends.split(",") if args.backends else None)
@@ -145,24 +142,16 @@ def main(argv=None) -> int:
     with timer.step("bench", "unchanged since the last run: not timed again" if current and not args.rebench
                     else f"batch {args.batch_sizes}, {args.bench_seconds:g} s per case") as record:
         if not current or args.rebench:
-            run.reports.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider",
-                       "--profile", args.profile, "--artifacts", args.artifacts,
-                       "--batch-sizes", args.batch_sizes, "--bench-seconds", str(args.bench_seconds),
-                       "--benchmark-json", str(bench_json), "--benchmark-autosave",
-                       *shlex.split(args.bench_args)]
-            code = subprocess.call(command)
-            if code != 0:
-                raise UserError(f"the benchmark failed (pytest exit {code}); its output is above")
+            time_variants(run, args.artifacts, args.batch_sizes, args.bench_seconds, shlex.split(args.bench_args))
             record["cases"] = len(json.loads(bench_json.read_text())["benchmarks"])
     with timer.step("report"):
-        result = build_report(args.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
+        result = build_report(run.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
     now = time.time()
     setup = started - args.started if args.started else None
     total = now - (args.started or started)
     rows = stage_table(timer, setup, total)
     write_json(run.reports / "timings.json", {
-        "profile": args.profile, "finished": time.strftime("%FT%T"), "total_seconds": round(total, 1),
+        "profile": run.profile, "base_profile": args.profile, "finished": time.strftime("%FT%T"), "total_seconds": round(total, 1),
         "setup_seconds": None if setup is None else round(setup, 1), "ablation": not args.no_ablation,
         "batch_sizes": batch_sizes, "bench_seconds": args.bench_seconds,
         "steps": timer.steps, "stages": timer.stages, "table": rows, "environment": environment()})

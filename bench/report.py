@@ -14,61 +14,69 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from distill import runs
 from distill.atomic import atomic_path, write_json, write_text
 from distill.errors import one_line_errors
 
 from .export import read_manifest
 from .families import FAMILIES
-from .results import frontier, harness_overhead_ms, join, pareto_front, pick, read_bench
+from .results import frontier, harness_overhead_ms, join, metric_name, pareto_front, pick, read_bench, scored
 
 HEADLINE = ["model", "backend", "trained_on", "accuracy", "ci", "median_ms", "p90_ms", "speedup", "size_mb", "pareto"]
 WHERE_TIME_GOES = ["model", "backend", "prepare_median_ms", "model_only_median_ms", "median_ms"]
 
 
 def headline(table: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    table = scored(table)
     rows = table[table["batch_size"] == batch_size].copy()
     if rows.empty:
         return rows
     rows["pareto"] = pareto_front(rows).map({True: "★", False: ""})
-    rows["ci"] = rows.apply(lambda r: f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", axis=1)
-    rows.loc[rows["contended"].astype(bool), "median_ms"] = rows["median_ms"]  # kept, flagged below
+    rows["ci"] = rows.apply(lambda r: f"[{r.score_low:.3f}, {r.score_high:.3f}]", axis=1)
     rows["backend"] = rows.apply(lambda r: r.backend + (" (under load)" if r.contended else ""), axis=1)
-    return rows.sort_values("median_ms")[HEADLINE]
+    name = metric_name(table)   # the run's metric leads; accuracy follows it when it is another
+    columns = ["score" if c == "accuracy" else c for c in HEADLINE]
+    if name != "accuracy":
+        columns.insert(columns.index("ci") + 1, "accuracy")
+    return rows.sort_values("median_ms")[columns].rename(columns={"score": name})
 
 
 def headline_sentence(table: pd.DataFrame, keep: float = 0.97) -> str | None:
-    """The frontier in one sentence: the fastest student keeping `keep` of the teacher's accuracy, at batch 1."""
+    """The frontier in one sentence: the fastest student keeping `keep` of the teacher's score, at batch 1."""
+    table = scored(table)
     best, teacher = frontier(table, keep)
     if best is None:
         return None
-    t_acc = teacher["accuracy"]
-    qualifier = (f"the fastest student keeping ≥ {keep:.0%} of the teacher's accuracy"
-                 if best.accuracy >= keep * t_acc - 1e-12 else f"no student keeps {keep:.0%}; the most accurate")
+    t_acc, name = teacher["score"], metric_name(table)
+    qualifier = (f"the fastest student keeping ≥ {keep:.0%} of the teacher's {name}"
+                 if best.score >= keep * t_acc - 1e-12 else f"no student keeps {keep:.0%}; the "
+                 + ("most accurate" if name == "accuracy" else f"best by {name}"))
     return (f"Frontier ({qualifier}): {best.model} ({best.backend}; {best.trained_on}) keeps "
-            f"{best.accuracy / t_acc:.1%} [95% CI {best.ci_low / t_acc:.1%}–{best.ci_high / t_acc:.1%}] of the "
-            f"teacher's accuracy at 1/{teacher['median_ms'] / best.median_ms:.0f} of its batch-1 latency "
+            f"{best.score / t_acc:.1%} [95% CI {best.score_low / t_acc:.1%}–{best.score_high / t_acc:.1%}] of the "
+            f"teacher's {name} at 1/{teacher['median_ms'] / best.median_ms:.0f} of its batch-1 latency "
             f"({best.median_ms:.3g} ms vs {teacher['median_ms']:.3g} ms in PyTorch eager, same run).")
 
 
 def summary(table: pd.DataFrame) -> list[str]:
-    """The frontier, then one sentence per student model: accuracy kept (with CI) and latency fraction at batch 1,
-    fastest backend."""
+    """The frontier, then one sentence per student model: the run's metric kept (with CI) and latency fraction at
+    batch 1, fastest backend."""
+    table = scored(table)
     b1 = table[table["batch_size"] == 1]
     teacher = b1[(b1["model"] == "teacher") & (b1["backend"] == "torch")]
     if teacher.empty:
         return []
-    t_acc, t_ms = teacher["accuracy"].iloc[0], teacher["median_ms"].iloc[0]
+    t_acc, t_ms, name = teacher["score"].iloc[0], teacher["median_ms"].iloc[0], metric_name(table)
     lines = [headline_sentence(table)]
     for model, rows in b1[b1["kind"] != "teacher"].groupby("model", sort=False):
         best = rows.sort_values("median_ms").iloc[0]
-        lines.append(f"{model} ({best.backend}) keeps {best.accuracy / t_acc:.1%} "
-                     f"[95% CI {best.ci_low / t_acc:.1%}–{best.ci_high / t_acc:.1%}] of the teacher's accuracy "
+        lines.append(f"{model} ({best.backend}) keeps {best.score / t_acc:.1%} "
+                     f"[95% CI {best.score_low / t_acc:.1%}–{best.score_high / t_acc:.1%}] of the teacher's {name} "
                      f"at 1/{t_ms / best.median_ms:.0f} of its batch-1 latency ({best.median_ms:.3g} ms vs "
                      f"{t_ms:.1f} ms).")
     fastest_teacher = b1[b1["model"] == "teacher"].sort_values("median_ms").iloc[0]
     lines.append(f"The teacher itself runs {t_ms / fastest_teacher.median_ms:.1f}x faster as "
-                 f"{fastest_teacher.backend} ({fastest_teacher.median_ms:.1f} ms, accuracy "
-                 f"{fastest_teacher.accuracy:.2%} vs {t_acc:.2%} in PyTorch eager).")
+                 f"{fastest_teacher.backend} ({fastest_teacher.median_ms:.1f} ms, {name} "
+                 f"{fastest_teacher.score:.2%} vs {t_acc:.2%} in PyTorch eager).")
     return [line for line in lines if line]
 
 
@@ -90,6 +98,7 @@ def where_time_goes(table: pd.DataFrame, batch_size: int) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, path: Path, batch_size: int = 1) -> None:
+    table = scored(table)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -101,23 +110,23 @@ def plot(table: pd.DataFrame, path: Path, batch_size: int = 1) -> None:
         students = group[group["kind"] != "teacher"]
         registered = FAMILIES.get(family)
         if not students.empty:
-            ax.errorbar(students["median_ms"], students["accuracy"],
-                        yerr=[students["accuracy"] - students["ci_low"], students["ci_high"] - students["accuracy"]],
+            ax.errorbar(students["median_ms"], students["score"],
+                        yerr=[students["score"] - students["score_low"], students["score_high"] - students["score"]],
                         fmt=registered.marker if registered else "o", ms=7, capsize=3, alpha=0.8,
                         label=registered.title if registered else family)
     teacher = rows[rows["kind"] == "teacher"]
-    ax.errorbar(teacher["median_ms"], teacher["accuracy"],
-                yerr=[teacher["accuracy"] - teacher["ci_low"], teacher["ci_high"] - teacher["accuracy"]],
+    ax.errorbar(teacher["median_ms"], teacher["score"],
+                yerr=[teacher["score"] - teacher["score_low"], teacher["score_high"] - teacher["score"]],
                 fmt="*", ms=16, color="crimson", capsize=3, label="teacher (all backends)", zorder=5)
     front = rows[rows["pareto"]].sort_values("median_ms")
-    ax.step(front["median_ms"], front["accuracy"], where="post", color="black", lw=1, ls="--", label="Pareto front")
+    ax.step(front["median_ms"], front["score"], where="post", color="black", lw=1, ls="--", label="Pareto front")
     for r in front.itertuples():
-        ax.annotate(f"{r.model}/{r.backend}", (r.median_ms, r.accuracy), fontsize=7, xytext=(4, 4),
+        ax.annotate(f"{r.model}/{r.backend}", (r.median_ms, r.score), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(f"median latency at batch {batch_size}, end to end (ms, log scale)")
-    ax.set_ylabel("test accuracy (95% bootstrap CI)")
-    ax.set_title("Accuracy vs latency")
+    ax.set_ylabel(f"test {metric_name(table)} (95% bootstrap CI)")
+    ax.set_title(f"{metric_name(table).capitalize()} vs latency")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -189,13 +198,16 @@ th{{background:#f3f3f3}}img{{max-width:100%}}</style></head>
 
 def summary_record(profile, table, bench, overhead_ms, picks) -> dict:
     """What the README quotes beside results.csv: the frontier, the harness overhead, the machine it ran on."""
+    table = scored(table)
     best, teacher = frontier(table)
     machine = bench.get("machine_info", {})
     return {
         "profile": profile, "headline": summary(table), "picks": picks,
         "frontier": None if best is None else {
             "model": best.model, "backend": best.backend, "accuracy": best.accuracy, "ci_low": best.ci_low,
-            "ci_high": best.ci_high, "median_ms": best.median_ms, "teacher_accuracy": teacher["accuracy"],
+            "ci_high": best.ci_high, "metric": metric_name(table), "score": best.score, "score_low": best.score_low,
+            "score_high": best.score_high, "teacher_score": teacher["score"],
+            "median_ms": best.median_ms, "teacher_accuracy": teacher["accuracy"],
             "teacher_eager_ms": teacher["median_ms"], "speedup": teacher["median_ms"] / best.median_ms},
         "harness_overhead_ms": overhead_ms, "harness_overhead_line": overhead_sentence(table, overhead_ms),
         "machine": {k: machine.get(k) for k in ("cpu_model", "cpu_flags", "cpu_count", "threads", "versions",
@@ -226,16 +238,17 @@ def build_report(profile: str, artifacts="artifacts", reports="reports", budget_
 
 @one_line_errors
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.report", description="Write reports/<profile>/results.csv, "
-                                "report.md, pareto.png and report.html from the export manifest and bench.json.")
-    p.add_argument("--profile", default="default")
+    p = argparse.ArgumentParser(prog="mbtb render", description="Write reports/<run>/results.csv, report.md, "
+                                "pareto.png and report.html from the export manifest and bench.json (no training, "
+                                "no timing: `mbtb report` runs everything).")
+    runs.add_arguments(p)
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--reports", default="reports")
     p.add_argument("--budget-ms", type=float, help="name the most accurate variant whose batch-1 latency fits")
     p.add_argument("--max-drop", type=float, help="name the fastest variant within this many accuracy points "
                    "of the teacher")
     args = p.parse_args(argv)
-    result = build_report(args.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
+    result = build_report(runs.run_name(args.profile, args.data, args.name), args.artifacts, args.reports, args.budget_ms, args.max_drop)
     print("\n".join(summary(result["table"])))
     for line in result["picks"]:
         print(f"pick: {line}")

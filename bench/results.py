@@ -42,9 +42,10 @@ def timings(bench: dict) -> pd.DataFrame:
 def join(manifest: dict, bench: dict) -> pd.DataFrame:
     """results.csv: accuracy facts of each variant (manifest) x end-to-end timings, model-only median beside."""
     variants = pd.DataFrame([v for v in manifest["variants"] if v["status"] == "ok"])
-    keep = ["model", "backend", "kind", "family", "accuracy", "ci_low", "ci_high", "macro_f1", "agreement",
-            "cosine_to_teacher", "max_abs_diff", "size_bytes", "params"]
+    keep = ["model", "backend", "kind", "family", "metric", "score", "score_low", "score_high", "accuracy", "ci_low",
+            "ci_high", "macro_f1", "agreement", "cosine_to_teacher", "max_abs_diff", "size_bytes", "params"]
     variants = variants[[c for c in keep if c in variants]]
+    variants = scored(variants)
     t = timings(bench)
     if t.empty:
         raise UserError("the benchmark JSON holds no timed cases")
@@ -81,23 +82,40 @@ def harness_overhead_ms(bench: dict) -> float | None:
     return float(rows["median_ms"].iloc[0]) if not rows.empty else None
 
 
+def scored(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with the score columns (the run's metric and its CI); a table from before `[eval] metric` scored
+    accuracy."""
+    if "score" in table:
+        return table
+    return table.assign(metric="accuracy", score=table["accuracy"], score_low=table.get("ci_low", table["accuracy"]),
+                        score_high=table.get("ci_high", table["accuracy"]))
+
+
+def metric_name(table: pd.DataFrame) -> str:
+    """The run's metric (`[eval] metric`), whose value is the `score` column."""
+    return str(table["metric"].iloc[0]) if "metric" in table and len(table) else "accuracy"
+
+
 def frontier(table: pd.DataFrame, keep: float = 0.97, batch_size: int = 1):
     """The headline student: the fastest variant (at `batch_size`, end to end) keeping at least `keep` of the
-    teacher's accuracy; if none does, the most accurate student. Returns (row, teacher eager row) or (None, None)."""
+    teacher's score (the run's metric); if none does, the best-scoring student. Returns (row, teacher eager row) or
+    (None, None)."""
+    table = scored(table)
     rows = table[table["batch_size"] == batch_size]
     teacher = rows[(rows["model"] == "teacher") & (rows["backend"] == "torch")]
     students = rows[rows["kind"] != "teacher"]
     if teacher.empty or students.empty:
         return None, None
     teacher = teacher.iloc[0]
-    kept = students[students["accuracy"] >= keep * teacher["accuracy"] - 1e-12]
-    best = (kept.sort_values(["median_ms", "accuracy"], ascending=[True, False]) if not kept.empty
-            else students.sort_values(["accuracy", "median_ms"], ascending=[False, True])).iloc[0]
+    kept = students[students["score"] >= keep * teacher["score"] - 1e-12]
+    best = (kept.sort_values(["median_ms", "score"], ascending=[True, False]) if not kept.empty
+            else students.sort_values(["score", "median_ms"], ascending=[False, True])).iloc[0]
     return best, teacher
 
 
-def pareto_front(table: pd.DataFrame, x="median_ms", y="accuracy") -> pd.Series:
+def pareto_front(table: pd.DataFrame, x="median_ms", y="score") -> pd.Series:
     """True where no other row is at least as fast and at least as accurate, and strictly better in one."""
+    table = scored(table)
     xs, ys = table[x].to_numpy(), table[y].to_numpy()
     optimal = []
     for i in range(len(table)):
@@ -107,8 +125,10 @@ def pareto_front(table: pd.DataFrame, x="median_ms", y="accuracy") -> pd.Series:
 
 
 def pick(table: pd.DataFrame, budget_ms: float | None = None, max_drop: float | None = None):
-    """Batch-1 choice: the most accurate variant within `budget_ms`, or the fastest within `max_drop` accuracy
-    points of the teacher (PyTorch eager). Returns (row or None, sentence)."""
+    """Batch-1 choice: the best-scoring variant (the run's metric) within `budget_ms`, or the fastest within
+    `max_drop` points of the teacher's score (PyTorch eager). Returns (row or None, sentence)."""
+    table = scored(table)
+    name = metric_name(table)
     b1 = table[table["batch_size"] == 1]
     if b1.empty:
         raise UserError("no batch-1 timings: run the benchmark with batch size 1 to pick a variant")
@@ -118,17 +138,17 @@ def pick(table: pd.DataFrame, budget_ms: float | None = None, max_drop: float | 
             fastest = b1.sort_values("median_ms").iloc[0]
             return None, (f"nothing fits {budget_ms:g} ms at batch 1; the fastest is {fastest.model}/"
                           f"{fastest.backend} at {fastest.median_ms:.2f} ms")
-        row = fits.sort_values(["accuracy", "median_ms"], ascending=[False, True]).iloc[0]
-        return row, (f"most accurate within {budget_ms:g} ms: {row.model}/{row.backend} — accuracy "
-                     f"{row.accuracy:.2%}, {row.median_ms:.2f} ms at batch 1")
+        row = fits.sort_values(["score", "median_ms"], ascending=[False, True]).iloc[0]
+        return row, (f"best {name} within {budget_ms:g} ms: {row.model}/{row.backend} — {name} "
+                     f"{row.score:.2%}, {row.median_ms:.2f} ms at batch 1")
     if max_drop is not None:
         teacher = b1[(b1["model"] == "teacher") & (b1["backend"] == "torch")]
         if teacher.empty:
-            raise UserError("the teacher's PyTorch eager row is missing; cannot measure an accuracy drop")
-        floor = teacher["accuracy"].iloc[0] - max_drop / 100
-        ok = b1[b1["accuracy"] >= floor - 1e-12]
-        row = ok.sort_values(["median_ms", "accuracy"], ascending=[True, False]).iloc[0]
-        return row, (f"fastest within {max_drop:g} accuracy points of the teacher: {row.model}/{row.backend} — "
-                     f"accuracy {row.accuracy:.2%}, {row.median_ms:.2f} ms at batch 1 "
+            raise UserError(f"the teacher's PyTorch eager row is missing; cannot measure a {name} drop")
+        floor = teacher["score"].iloc[0] - max_drop / 100
+        ok = b1[b1["score"] >= floor - 1e-12]
+        row = ok.sort_values(["median_ms", "score"], ascending=[True, False]).iloc[0]
+        return row, (f"fastest within {max_drop:g} {name} points of the teacher: {row.model}/{row.backend} — "
+                     f"{name} {row.score:.2%}, {row.median_ms:.2f} ms at batch 1 "
                      f"({row.speedup:.1f}x the teacher)")
     return None, ""

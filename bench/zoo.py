@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from distill.config import load_profile
+from distill.config import available_profiles, load_profile
 from distill.errors import UserError
 from distill.pipeline import Run, kind_of
+from distill.runs import saved_config
 
 from .families import FAMILIES, family_of, native_predictor
 from .predictor import Predictor, TransformerPredictor
@@ -29,15 +30,12 @@ GPU_VARIANTS = {
 
 
 def open_run(profile: str, artifacts="artifacts", reports="reports") -> Run:
-    """The Run of `profile` with the configuration it was made with (overrides included), saved in run.json;
-    configs/<profile>.toml when the run has not started yet."""
-    saved = Path(artifacts) / profile / "run.json"
-    cfg = None
-    if saved.exists():
-        try:
-            cfg = json.loads(saved.read_text())["config"]
-        except (OSError, ValueError, KeyError):
-            raise UserError(f"{saved} is unreadable; delete it and rerun `make distill PROFILE={profile}`") from None
+    """The Run named `profile` (a profile's own run, or one named after its data) with the configuration it was made
+    with (overrides included), saved in run.json; configs/<profile>.toml when a profile's run has not started yet."""
+    cfg = saved_config(artifacts, profile)
+    if cfg is None and profile not in available_profiles():
+        raise UserError(f"no run named {profile!r} in {artifacts}/ and no such profile; make it first with "
+                        f"`mbtb distill --name {profile} --data ...`, or choose one of {', '.join(available_profiles())}")
     return Run(profile, cfg or load_profile(profile), artifacts, reports, progress=False, log=lambda *_: None)
 
 

@@ -78,7 +78,8 @@ def variants_of(cfg: dict, name: str) -> list[str]:
 def build_transfer_student(run: Run, name: str, stage_mode: str) -> None:
     """Student `name` trained on the original training split + the transfer set, with the teacher's logits as
     targets; `stage_mode` is `augmented` or `annealed`. Settings in [ablation.<name>] override [students.<name>]."""
-    params = {**run.cfg["students"].get(name, {}), **run.cfg["ablation"].get(name, {})}
+    params = {**run.cfg["students"].get(name, {}), **run.cfg["ablation"].get(name, {}),
+              **run.student_extras()}
 
     def build(tmp):
         texts, gold = datasets.texts_labels(run.split(), "train")
@@ -194,10 +195,10 @@ def run_ablation(run: Run, command: str = "python -m distill.ablation") -> pd.Da
 
 @one_line_errors
 def main(argv=None) -> int:
-    from .cli import config_from_args, parser
+    from .cli import config_from_args, open_run, parser
 
     p = parser()
-    p.prog = "python -m distill.ablation"
+    p.prog = "mbtb ablation"
     p.description = ("Hard labels vs. soft targets vs. soft targets + augmented transfer set vs. + teacher annealing, "
                      "for each student of [ablation] students; writes reports/<profile>/ablation.csv and .md.")
     p.epilog = None
@@ -210,8 +211,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     if students is not None:
         cfg["ablation"]["students"] = [n.strip() for n in students.split(",") if n.strip()]
-    run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
-              rebuild_corrupt=args.rebuild_corrupt)
+    run = open_run(args, cfg)
     command = " ".join(["python -m distill.ablation", *(sys.argv[1:] if argv is None else argv)])
     table = run_ablation(run, command)
     shown = table[["student", "variant", "accuracy", "ci_low", "ci_high", "gain_vs_hard", "train_texts",

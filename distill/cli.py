@@ -2,36 +2,47 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from .config import apply_overrides, available_profiles, load_profile
+from . import runs
+from .config import apply_overrides, load_profile
 from .errors import one_line_errors
+from .metrics import METRIC_HELP
 
 EPILOG = """\
-stages (each cached under artifacts/<profile>/, skipped when its inputs are unchanged):
-  data -> teacher fine-tune -> soft labels (teacher logits) -> students (baseline, distilled) -> evaluation
+stages (each cached under artifacts/<run>/, skipped when its inputs are unchanged):
+  data -> teacher fine-tune -> labeller -> soft labels (teacher logits) -> students (baseline, distilled) -> evaluation
 
 examples:
-  python -m distill --profile smoke
-  python -m distill --data reviews.csv --text-col body --label-col stars --teacher bert-base-uncased
-  python -m distill --set teacher.epochs=1 --set students.bilstm.loss=kl
+  mbtb distill --profile smoke
+  mbtb distill --data reviews.csv --text-col body --label-col stars     # run "reviews": artifacts/reviews/
+  mbtb distill --data reviews.csv --teacher ./my-bert --no-finetune --label-map "NEG=neg,POS=pos"
+  mbtb distill --metric recall:spam --class-weight balanced --unlabelled more-reviews.txt
+  mbtb distill --set teacher.epochs=1 --set students.bilstm.loss=kl
 
-ablation (hard labels vs soft targets vs + augmented transfer set vs + teacher annealing, per student):
-  python -m distill.ablation --profile smoke      -> reports/<profile>/ablation.csv and ablation.md
+(`python -m distill` is the same command.)
 """
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m distill", description="Distil a fine-tuned BERT-family teacher into "
-                                "small students and compare their test accuracy.", epilog=EPILOG,
+    p = argparse.ArgumentParser(prog="mbtb distill", description="Distil a fine-tuned BERT-family teacher into "
+                                "small students and compare their test scores.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="default", help=f"config profile: {', '.join(available_profiles())} "
-                   "(configs/<name>.toml; default: %(default)s)")
-    p.add_argument("--data", help="data set: mr, bbc, a CSV path, or hf:<name> (overrides data.name)")
+    runs.add_arguments(p, data_help="data set: mr, bbc, a CSV path, or hf:<name> (overrides data.name); a CSV run "
+                       "is named after its file")
     p.add_argument("--text-col", help="text column of a CSV / HF data set (default: text)")
     p.add_argument("--label-col", help="label column of a CSV / HF data set (default: label)")
     p.add_argument("--teacher", help="teacher: minilm-l6, mpnet-base, a Hugging Face id or a local model dir")
+    p.add_argument("--no-finetune", action="store_true", help="the teacher is already fine-tuned for these labels: "
+                   "use it as it is (teacher.finetune = false)")
+    p.add_argument("--label-map", help="the teacher's label names -> the data's, e.g. \"NEG=negative,POS=positive\" "
+                   "(teacher.label_map)")
+    p.add_argument("--unlabelled", help="in-domain text for the transfer set: a file with one text per line, or a "
+                   "CSV (its text column) (transfer.unlabelled)")
+    p.add_argument("--metric", help=f"what early stopping, the headline and the picks follow: {METRIC_HELP} "
+                   "(eval.metric; default: accuracy)")
+    p.add_argument("--class-weight", choices=("none", "balanced"), help="weight the gold-label loss of the teacher "
+                   "and the students by inverse class frequency (teacher/students.class_weight)")
     p.add_argument("--students", help="comma-separated students to train (overrides students.names)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any profile value, e.g. --set teacher.epochs=1 (repeatable)")
@@ -46,10 +57,16 @@ def parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> dict:
     cfg = load_profile(args.profile)
     overrides = list(args.overrides)
-    for flag, key in ((args.data, "data.name"), (args.text_col, "data.text_col"), (args.label_col, "data.label_col"),
-                      (args.teacher, "teacher.model")):
+    flags = ((args.data, "data.name"), (args.text_col, "data.text_col"), (args.label_col, "data.label_col"),
+             (args.teacher, "teacher.model"), (getattr(args, "label_map", None), "teacher.label_map"),
+             (getattr(args, "unlabelled", None), "transfer.unlabelled"), (getattr(args, "metric", None), "eval.metric"),
+             (getattr(args, "class_weight", None), "teacher.class_weight"),
+             (getattr(args, "class_weight", None), "students.class_weight"))
+    for flag, key in flags:
         if flag is not None:
             overrides.append(f"{key}={_quote(flag)}")
+    if getattr(args, "no_finetune", False):
+        overrides.append("teacher.finetune=false")
     if args.students is not None:
         names = [n.strip() for n in args.students.split(",") if n.strip()]
         overrides.append("students.names=[" + ", ".join(_quote(n) for n in names) + "]")
@@ -57,6 +74,21 @@ def config_from_args(args) -> dict:
     from .labelling import settings
     settings(cfg)   # a typo in [labelling] fails now, not after the teacher's fine-tune
     return cfg
+
+
+def open_run(args, cfg: dict | None = None):
+    """The Run these arguments select (named after its data when the data is not the profile's), claimed in
+    artifacts/<name>/run.json so that no other run's cache is replaced."""
+    from .pipeline import Run
+    cfg = cfg if cfg is not None else config_from_args(args)
+    name = runs.run_name(args.profile, args.data, args.name)
+    runs.claim(args.artifacts, name, args.profile, cfg)
+    run = Run(name, cfg, args.artifacts, args.reports, progress=not args.quiet, rebuild_corrupt=args.rebuild_corrupt,
+              base_profile=args.profile)
+    if name != args.profile:
+        print(f"run {name!r} (profile {args.profile} on {cfg['data']['name']}): artifacts in {run.dir}/, "
+              f"reports in {run.reports}/")
+    return run
 
 
 def _quote(text: str) -> str:
@@ -69,10 +101,8 @@ def main(argv=None) -> int:
     started = time.time()
     from tabulate import tabulate
 
-    from .pipeline import Run
-    cfg = config_from_args(args)
-    run = Run(args.profile, cfg, args.artifacts, args.reports, progress=not args.quiet,
-              rebuild_corrupt=args.rebuild_corrupt)
+    run = open_run(args)
+    cfg = run.cfg
     print(f"profile {args.profile}: data={cfg['data']['name']} teacher={cfg['teacher']['model']} "
           f"students={','.join(cfg['students']['names'])}")
     table = run.all()

@@ -38,11 +38,23 @@ def load_bbc() -> pd.DataFrame:
 
 
 def load_csv(path: str | Path, text_col: str, label_col: str) -> pd.DataFrame:
-    path = Path(path)
+    return _pick_columns(_read_csv(Path(path), "--data"), text_col, label_col, str(path))
+
+
+def read_csv_column(path: str | Path, column: str) -> list[str]:
+    """One column of a CSV as text (unlabelled in-domain text for the transfer set)."""
+    raw = _read_csv(Path(path), "--unlabelled")
+    if column not in raw.columns:
+        raise UserError(f"{path} has no column {column!r} (columns: {', '.join(map(str, raw.columns))}); name "
+                        "the right one with --set transfer.unlabelled_col=...")
+    return raw[column].astype(str).tolist()
+
+
+def _read_csv(path: Path, flag: str) -> pd.DataFrame:
     if not path.exists():
-        raise UserError(f"data file {path} does not exist; pass an existing CSV with --data")
+        raise UserError(f"data file {path} does not exist; pass an existing CSV with {flag}")
     if path.is_dir():
-        raise UserError(f"{path} is a directory; pass a CSV file with --data")
+        raise UserError(f"{path} is a directory; pass a CSV file with {flag}")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -55,7 +67,7 @@ def load_csv(path: str | Path, text_col: str, label_col: str) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} is not a readable CSV ({first}); check quoting and the delimiter") from None
-    return _pick_columns(raw, text_col, label_col, str(path))
+    return raw
 
 
 def load_hf(name: str, text_col: str, label_col: str) -> pd.DataFrame:

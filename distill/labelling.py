@@ -5,16 +5,25 @@ computed by the fastest form of the teacher that stays faithful to it.
     backend = "auto"     # auto | torch | onnx | ort-opt | onnx-int8
     tolerance = 0.2      # largest mean |logit - logit_torch| on the validation texts
     validation_texts = 256
+    engine = "local"     # local | ray: where the logits are computed (distill/ray_labelling.py)
+    shard_size = 2000    # texts per Ray shard, the unit of work and of resumption
+    actors = 0           # teacher replicas on Ray; 0: one per GPU, else one per 4 CPUs
 
 The choice is the cached stage `labeller` (keyed by the teacher and this section). It exports the candidate
 backends (auto: ONNX int8 and ORT-optimised fp32, with optimum and onnxruntime, the same files bench times), runs
 each and PyTorch on the first `validation_texts` dev texts, and keeps the fastest whose logits stay within
 `tolerance` of PyTorch's; PyTorch itself when none does. A backend named outright must pass the same check. Soft
 labels and the transfer set record which backend made their logits (`logits_source` in their stage info).
+
+`engine` says where that backend runs, not what it computes, so it is not part of the `labeller` stage's key: "local"
+labels in this process; "ray" hands the texts to a pool of replicas on a Ray cluster (Ray Data), resumable shard by
+shard; it needs `pip install .[scale]`.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -22,18 +31,45 @@ import numpy as np
 
 from . import data as datasets
 from .atomic import write_json
+from .config import fingerprint
 from .errors import UserError
 
 BACKENDS = ("auto", "torch", "onnx", "ort-opt", "onnx-int8")
 AUTO_CANDIDATES = ("onnx-int8", "ort-opt")
-DEFAULTS = {"backend": "auto", "tolerance": 0.1, "validation_texts": 256, "batch_size": 128}
+ENGINES = ("local", "ray")
+ENGINE_KEYS = ("engine", "shard_size", "actors")   # where the logits are computed: not in the labeller's key
+DEFAULTS = {"backend": "auto", "tolerance": 0.1, "validation_texts": 256, "batch_size": 128, "engine": "local",
+            "shard_size": 2000, "actors": 0}
 
 
 def settings(cfg: dict) -> dict:
     c = {**DEFAULTS, **cfg.get("labelling", {})}
     if c["backend"] not in BACKENDS:
         raise UserError(f"labelling.backend must be one of {', '.join(BACKENDS)}, not {c['backend']!r}")
+    if c["engine"] not in ENGINES:
+        raise UserError(f"labelling.engine must be one of {', '.join(ENGINES)}, not {c['engine']!r}")
+    if c["engine"] == "ray" and importlib.util.find_spec("ray") is None:
+        from .ray_labelling import MISSING
+        raise UserError(MISSING)
+    for key, least in (("shard_size", 1), ("actors", 0)):
+        if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < least:
+            raise UserError(f"labelling.{key} must be a whole number of at least {least}, not {c[key]!r}")
     return c
+
+
+def label_texts(run, label, texts: list[str], stage: str) -> np.ndarray:
+    """`label`'s logits on `texts`, for the stage `stage` of `run`, on the configured engine: in this process, or on
+    Ray in shards kept under artifacts/<profile>/.<stage>.partial/ until they are all done (a rerun after a crash
+    labels only the shards not yet finished)."""
+    c = settings(run.cfg)
+    if c["engine"] == "local":
+        return label(texts, progress=run.progress)
+    from .ray_labelling import label_in_shards
+    partial = run.partial_dir(stage, fingerprint(run.key("labeller"), c["shard_size"]))
+    logits, seconds, reused = label_in_shards(texts, label, partial, c, run.progress, run.log)
+    shutil.rmtree(partial, ignore_errors=True)
+    run.log(f"  {stage}: {len(texts):,} texts labelled on Ray in {seconds:.0f}s ({reused} shard(s) reused)")
+    return logits
 
 
 class Labeller:
@@ -41,6 +77,7 @@ class Labeller:
 
     def __init__(self, backend: str, directory: Path, teacher_dir: Path, max_length: int, batch_size: int):
         self.backend, self.max_length, self.batch_size = backend, max_length, batch_size
+        self.directory, self.teacher_dir = directory, teacher_dir   # what a Ray replica rebuilds it from
         if backend == "torch":
             from . import teacher as T
             self.tokenizer, self.model = T.load_pretrained(str(teacher_dir))
@@ -120,7 +157,8 @@ def build(run) -> None:
             raise UserError("the dev split is empty, so the labeller cannot be validated; give more data")
         return choose(run.teacher_dir(), sample, c, run.cfg["teacher"]["max_length"], tmp, run.log)
 
-    _, info = run.stage("labeller", {"labelling": c, "teacher": run.key("teacher")}, build_stage)
+    keyed = {k: v for k, v in c.items() if k not in ENGINE_KEYS}
+    _, info = run.stage("labeller", {"labelling": keyed, "teacher": run.key("teacher")}, build_stage)
     chosen = next(t for t in info["trials"] if t["backend"] == info["backend"])
     run.log(f"  labeller: {source_line(info)} ({chosen['texts_per_second']:.0f} texts/s)")
 

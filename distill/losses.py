@@ -15,7 +15,8 @@ import torch.nn.functional as F
 LOSSES = ("mse", "kl", "mix")
 
 
-def kd_loss(student_logits, teacher_logits, hard_labels=None, loss="mse", temperature=1.0, alpha=0.5):
+def kd_loss(student_logits, teacher_logits, hard_labels=None, loss="mse", temperature=1.0, alpha=0.5,
+            class_weights=None):
     if loss == "mse":
         return F.mse_loss(student_logits, teacher_logits)
     soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
@@ -26,7 +27,7 @@ def kd_loss(student_logits, teacher_logits, hard_labels=None, loss="mse", temper
     if loss == "mix":
         if hard_labels is None:
             raise ValueError("loss='mix' needs the gold labels")
-        return alpha * F.cross_entropy(student_logits, hard_labels) + (1 - alpha) * soft
+        return alpha * F.cross_entropy(student_logits, hard_labels, weight=class_weights) + (1 - alpha) * soft
     raise ValueError(f"unknown distillation loss {loss!r}; choose from {', '.join(LOSSES)}")
 
 
@@ -41,9 +42,12 @@ def annealed_target_loss(student_logits, teacher_logits, hard_labels, lam, tempe
 def student_loss(student, logits, targets, gold, progress: float):
     """The loss of one training step of a step-by-step `student` (BiLSTM, transformer, static): cross-entropy on
     gold labels (1-D long `targets`), teacher annealing at `progress` = step / total when `student.anneal`, or
-    `kd_loss` with the student's `loss`, `temperature` and `alpha`."""
+    `kd_loss` with the student's `loss`, `temperature` and `alpha`. The student's `class_weights` (when set) weight
+    the gold-label cross-entropy."""
+    weights = getattr(student, "class_weights", None)
+    weights = None if weights is None else torch.as_tensor(weights, dtype=logits.dtype, device=logits.device)
     if targets.dtype == torch.long:
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets, weight=weights)
     if student.anneal:
         return annealed_target_loss(logits, targets, gold, progress, student.temperature)
-    return kd_loss(logits, targets, gold, student.loss, student.temperature, student.alpha)
+    return kd_loss(logits, targets, gold, student.loss, student.temperature, student.alpha, weights)

@@ -1,8 +1,64 @@
-"""Test-set metrics: accuracy with a bootstrap 95% interval, macro-F1, agreement with the teacher."""
+"""Test-set metrics: accuracy with a bootstrap 95% interval, macro-F1, agreement with the teacher, and the run's
+chosen metric (`[eval] metric`) with its own bootstrap interval: the score that early stopping, the headline, the
+Pareto plot and pick-for-me follow."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import f1_score
+
+from .errors import UserError
+
+PER_CLASS = ("recall", "precision", "f1")
+METRIC_HELP = "accuracy | macro_f1 | recall:<class> | precision:<class> | f1:<class>"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric by name (`accuracy`, `macro_f1`) or of one class (`recall:pos`): `metric(gold, predicted)`."""
+    spec: str
+    kind: str
+    label: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str, labels: list[str]) -> "Metric":
+        kind, _, name = spec.partition(":")
+        if kind in ("accuracy", "macro_f1") and not name:
+            return cls(spec, kind)
+        if kind in PER_CLASS and name:
+            matches = [i for i, label in enumerate(labels) if label == name] or \
+                      [i for i, label in enumerate(labels) if label.lower() == name.lower()]
+            if not matches:
+                raise UserError(f"eval.metric = {spec!r}: no class {name!r} in the data; its classes are "
+                                f"{', '.join(labels)}")
+            return cls(spec, kind, matches[0])
+        raise UserError(f"eval.metric = {spec!r} is not a metric; choose {METRIC_HELP}")
+
+    def __call__(self, gold, predicted) -> float:
+        return float(self.batched(np.asarray(gold)[None], np.asarray(predicted)[None])[0])
+
+    def batched(self, gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """The metric of each row of (resamples x examples) label arrays, vectorised for the bootstrap."""
+        if self.kind == "accuracy":
+            return (gold == predicted).mean(axis=1)
+        classes = [self.label] if self.label is not None else np.unique(gold)
+        per_class = []
+        for c in classes:
+            true_pos = ((gold == c) & (predicted == c)).sum(axis=1)
+            recall = true_pos / np.maximum((gold == c).sum(axis=1), 1)
+            precision = true_pos / np.maximum((predicted == c).sum(axis=1), 1)
+            f1 = np.where(recall + precision > 0, 2 * recall * precision / np.maximum(recall + precision, 1e-12), 0)
+            per_class.append({"recall": recall, "precision": precision, "f1": f1, "macro_f1": f1}[self.kind])
+        return np.mean(per_class, axis=0)
+
+    def with_ci(self, gold, predicted, n_resamples: int = 1000, seed: int = 13, level: float = 0.95):
+        """(value, low, high): a percentile bootstrap over test examples, resampled as `bootstrap_ci` does."""
+        gold, predicted = np.asarray(gold), np.asarray(predicted)
+        idx = np.random.default_rng(seed).integers(0, len(gold), size=(n_resamples, len(gold)))
+        values = self.batched(gold[idx], predicted[idx])
+        tail = (1 - level) / 2
+        return self(gold, predicted), float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
 
 
 def bootstrap_ci(correct: np.ndarray, n_resamples: int = 1000, seed: int = 13, level: float = 0.95):
@@ -15,12 +71,17 @@ def bootstrap_ci(correct: np.ndarray, n_resamples: int = 1000, seed: int = 13, l
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def evaluate(y_true, proba, teacher_pred=None, n_resamples=1000, seed=13) -> dict:
+def evaluate(y_true, proba, teacher_pred=None, n_resamples=1000, seed=13, metric: Metric | None = None) -> dict:
+    """Accuracy with its CI, macro-F1, agreement with the teacher, and `metric` (accuracy when None) as
+    score / score_low / score_high."""
     y_true = np.asarray(y_true)
     pred = np.asarray(proba).argmax(axis=1)
     correct = pred == y_true
     low, high = bootstrap_ci(correct, n_resamples, seed)
-    return {
+    metric = metric or Metric("accuracy", "accuracy")
+    score, score_low, score_high = (float(correct.mean()), low, high) if metric.kind == "accuracy" else \
+        metric.with_ci(y_true, pred, n_resamples, seed)
+    return {"metric": metric.spec, "score": score, "score_low": score_low, "score_high": score_high,
         "accuracy": float(correct.mean()),
         "ci_low": low,
         "ci_high": high,

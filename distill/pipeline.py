@@ -57,8 +57,9 @@ class Run:
     loaders (`split`, `labels`, `teacher_dir`, `soft_labels`, `student`) and the one list of models, `models()`."""
 
     def __init__(self, profile: str, cfg: dict, artifacts="artifacts", reports="reports", progress=True, log=print,
-                 rebuild_corrupt=False):
-        self.profile = profile
+                 rebuild_corrupt=False, base_profile: str | None = None):
+        self.profile = profile               # the run's name: its directory under artifacts/ and reports/
+        self.base_profile = base_profile or profile
         self.cfg = cfg
         self.dir = Path(artifacts) / profile
         self.reports = Path(reports) / profile
@@ -108,6 +109,8 @@ class Run:
                 if not self.rebuild_corrupt:
                     raise
                 self.log(f"  {name}: {exc.args[0].split(';')[0]}; rebuilding it (--rebuild-corrupt)")
+        if not (self.dir / "run.json").exists():
+            self.record()
         with atomic_dir(target) as tmp:
             info = build(tmp) or {}
             info.setdefault("seconds", round(time.time() - started, 2))
@@ -163,26 +166,46 @@ class Run:
                  f"({counts['train']:,} train / {counts['dev']:,} dev / {counts['test']:,} test)")
 
     def build_teacher(self):
+        from . import accelerated
         from . import teacher as T
         c = self.cfg["teacher"]
-        inputs = {"teacher": c, "data": self.key("data")}
+        inputs = {"teacher": c, "data": self.key("data"), "metric": self.cfg["eval"].get("metric", "accuracy")}
 
         def build(tmp):
             split, labels = self.split(), self.labels()
             source = T.resolve_model(c["model"], self.dir.parent / "_assets")
-            tokenizer, model = T.load_pretrained(source, len(labels), labels, seed=c["seed"])
-            checkpoint = self.partial_dir("teacher", fingerprint(inputs)) / "checkpoint.pt"
-            metrics = T.fine_tune(model, tokenizer, datasets.texts_labels(split, "train"),
-                                  datasets.texts_labels(split, "dev"), c, progress=self.progress,
-                                  checkpoint=checkpoint, log=self.log)
+            dev_texts, dev_gold = datasets.texts_labels(split, "dev")
+            if c.get("finetune", True):
+                tokenizer, model = T.load_pretrained(source, len(labels), labels, seed=c["seed"])
+                checkpoint = self.partial_dir("teacher", fingerprint(inputs)) / "checkpoint.pt"
+                train = datasets.texts_labels(split, "train")
+                metrics = T.fine_tune(model, tokenizer, train, (dev_texts, dev_gold), c, progress=self.progress,
+                                      checkpoint=checkpoint, log=self.log, score=self.metric(),
+                                      class_weights=class_weights(train[1], len(labels), c.get("class_weight")))
+            else:
+                tokenizer, model = T.load_pretrained(source)
+                T.use_as_is(model, labels, T.parse_label_map(c.get("label_map", "")))
+                started = time.time()
+                logits = T.predict_logits(model.to(T.device()), tokenizer, dev_texts, c["max_length"],
+                                          progress=self.progress, desc="teacher on dev")
+                metrics = {"steps": 0, "best_dev_accuracy": self.metric()(dev_gold, logits.argmax(1)), "history": [],
+                           "train_seconds": 0.0, "finetuned": False, "dev_seconds": round(time.time() - started, 2)}
             model.cpu().save_pretrained(tmp / "model")
             tokenizer.save_pretrained(tmp / "model")
-            return {**metrics, "params": int(model.num_parameters()), "source": c["model"]}
+            return {**metrics, "params": int(model.num_parameters()), "source": c["model"],
+                    "dev_metric": self.metric().spec}
 
         _, info = self.stage("teacher", inputs, build)
+        accelerated.release_helpers()   # `accelerate launch`: the other processes only help fine-tune; they leave now
         shutil.rmtree(self.dir / ".teacher.partial", ignore_errors=True)
-        self.log(f"  teacher: {c['model']}, best dev accuracy {info['best_dev_accuracy']:.4f} "
-                 f"after {info['steps']} steps")
+        how = f"after {info['steps']} steps" if info.get("finetuned", True) else "used as it is (no fine-tuning)"
+        self.log(f"  teacher: {c['model']}, best dev {info.get('dev_metric', 'accuracy')} "
+                 f"{info['best_dev_accuracy']:.4f} {how}")
+
+    def metric(self):
+        """The run's chosen metric (`[eval] metric`), bound to its class names."""
+        from .metrics import Metric
+        return Metric.parse(self.cfg["eval"].get("metric", "accuracy"), self.labels())
 
     def partial_dir(self, name: str, key: str) -> Path:
         """artifacts/<profile>/.<name>.partial/: where a long stage keeps what survives an interrupt (checkpoints,
@@ -230,7 +253,7 @@ class Run:
             texts = split["text"].to_numpy()
             logits = np.zeros((len(split), len(self.labels())), dtype=np.float32)
             label = self.labeller()
-            logits[train] = label(list(texts[train]), progress=self.progress)
+            logits[train] = labelling.label_texts(self, label, list(texts[train]), "soft_labels")
             reference = label if label.backend == "torch" else labelling.Labeller(
                 "torch", None, self.teacher_dir(), self.cfg["teacher"]["max_length"],
                 labelling.settings(self.cfg)["batch_size"])
@@ -246,7 +269,7 @@ class Run:
                                    "version": 2}, build)   # 2: dev and test labelled by PyTorch
 
     def build_student(self, name: str, mode: str):
-        params = dict(self.cfg["students"].get(name, {}))
+        params = {**self.cfg["students"].get(name, {}), **self.student_extras()}
         soft = self.soft_labels() if mode == "distilled" else None
 
         def build(tmp):
@@ -265,6 +288,19 @@ class Run:
         if student_zoo.needs_teacher(name):
             inputs["teacher"] = self.key("teacher")
         self.stage(f"students/{name}-{mode}", inputs, build)
+
+    def student_extras(self) -> dict:
+        """What the run's choices add to every student's parameters: `class_weights` when `[students] class_weight`
+        asks for them, and the `dev_metric` early stopping follows when `[eval] metric` is not accuracy; {} by
+        default, so the stage key of a student stays what it was."""
+        extra = {}
+        scheme = self.cfg["students"].get("class_weight", "none")
+        if scheme not in ("", "none"):
+            gold = datasets.texts_labels(self.split(), "train")[1]
+            extra["class_weights"] = class_weights(gold, len(self.labels()), scheme)
+        if self.cfg["eval"].get("metric", "accuracy") != "accuracy":
+            extra["dev_metric"] = self.metric()
+        return extra
 
     def new_student(self, name: str, params: dict):
         """An unfitted student; one initialised from the teacher (transformer, born_again) is pointed at it."""
@@ -321,8 +357,9 @@ class Run:
         teacher_logits = logits_of(soft, "test")
         teacher_pred = teacher_logits.argmax(1)
         teacher_info = self._stage_meta("teacher")["info"]
+        metric = self.metric()
         rows = [{"model": "teacher", "kind": "teacher", **evaluate(gold, teacher_logits, teacher_pred,
-                                                                     c["bootstrap"], c["seed"]),
+                                                                     c["bootstrap"], c["seed"], metric),
                  "params": teacher_info["params"], "train_seconds": teacher_info["train_seconds"]}]
         for model_id, est in self.models(MODES).items():
             if est is None:
@@ -330,7 +367,7 @@ class Run:
             members = self.ensemble_members(model_id)
             infos = [self.stage_info(f"students/{m}") for m in members or [model_id]]
             row = {"model": model_id, "kind": kind_of(model_id),
-                   **evaluate(gold, est.predict_proba(texts), teacher_pred, c["bootstrap"], c["seed"]),
+                   **evaluate(gold, est.predict_proba(texts), teacher_pred, c["bootstrap"], c["seed"], metric),
                    "params": count_params(est) if members else infos[0]["params"],
                    "train_seconds": sum(i["train_seconds"] for i in infos)}
             if members:
@@ -432,8 +469,14 @@ class Run:
             fn()
         self.log(f"[{len(steps) + 1}/{len(steps) + 1}] evaluation on the test split")
         table = self.evaluate()
-        write_json(self.dir / "run.json", {"profile": self.profile, "config": self.cfg})  # bench/serve reopen it
+        self.record()
         return table
+
+    def record(self) -> None:
+        """artifacts/<run>/run.json: which profile, data and configuration this run is; bench, serve and later
+        commands reopen the run with it, and `distill/runs.py` keeps other runs out of its directory."""
+        write_json(self.dir / "run.json", {"profile": self.profile, "base_profile": self.base_profile,
+                                           "config": self.cfg})
 
 
 class CorruptArtifact(UserError):
@@ -450,6 +493,16 @@ def _checksums(directory: Path) -> dict:
                     digest.update(block)
             out[str(path.relative_to(directory))] = digest.hexdigest()[:16]
     return out
+
+
+def class_weights(gold, num_classes: int, scheme: str | None) -> list[float] | None:
+    """Per-class loss weights: None for "none", n / (k * count) for "balanced" (scikit-learn's formula)."""
+    if scheme in (None, "", "none"):
+        return None
+    if scheme != "balanced":
+        raise UserError(f"class_weight must be \"none\" or \"balanced\", not {scheme!r}")
+    counts = np.bincount(np.asarray(gold, dtype=int), minlength=num_classes).astype(float)
+    return [float(w) for w in len(gold) / (num_classes * np.maximum(counts, 1))]
 
 
 def logits_of(soft: pd.DataFrame, part: str) -> np.ndarray:

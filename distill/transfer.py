@@ -3,7 +3,8 @@
 A cached stage, artifacts/<profile>/transfer/transfer.parquet (columns text, source, logit_0..). Labelling is the
 slow part, so it runs in chunks that are saved as they finish under artifacts/<profile>/.transfer.partial/; an
 interrupted build resumes from there and loses at most the chunk in flight. The partial files are removed once the
-stage is complete.
+stage is complete. With `[labelling] engine = "ray"` the same directory holds Ray's finished shards instead
+(distill/ray_labelling.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import augment
+from . import augment, labelling
 from .atomic import atomic_path, write_json
 from .config import fingerprint
 from .errors import UserError
@@ -24,12 +25,16 @@ from .errors import UserError
 PARTIAL = ".transfer.partial"
 
 
-def read_unlabelled(path: str) -> list[str]:
-    """One text per line; blank lines are skipped."""
+def read_unlabelled(path: str, column: str = "text") -> list[str]:
+    """One text per line, or the `column` of a CSV; blank lines are skipped."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise UserError(f"unlabelled text file {path} does not exist; set transfer.unlabelled to a file with one "
                         "text per line, or to \"\" for none")
+    if file.suffix.lower() == ".csv":
+        from .data import read_csv_column
+        lines = [text.strip() for text in read_csv_column(file, column)]
+        return [line for line in lines if line]
     try:
         lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
     except UnicodeDecodeError:
@@ -51,7 +56,7 @@ def file_stamp(path: str):
     return [str(file.resolve()), stat.st_size, stat.st_mtime_ns]
 
 
-def transfer_texts(split: pd.DataFrame, c: dict, mask_token: str) -> pd.DataFrame:
+def transfer_texts(split: pd.DataFrame, c: dict, mask_token: str, text_col: str = "text") -> pd.DataFrame:
     """The texts to label (columns text, source = augmented | unlabelled), deduplicated, without any text of the
     split itself: train texts are already in the training set, and dev/test texts must not leak into training."""
     train = split.loc[split["split"] == "train", "text"].tolist()
@@ -69,7 +74,7 @@ def transfer_texts(split: pd.DataFrame, c: dict, mask_token: str) -> pd.DataFram
     if c["unlabelled"]:
         known = {augment.normalise(t) for t in split["text"]} | {augment.normalise(t) for t in texts}
         extra = []
-        for line in read_unlabelled(c["unlabelled"]):
+        for line in read_unlabelled(c["unlabelled"], c.get("unlabelled_col") or text_col):
             key = augment.normalise(line)
             if key not in known:
                 known.add(key)
@@ -140,10 +145,18 @@ def build(run) -> None:
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(run.teacher_dir())
         started = time.time()
-        frame = transfer_texts(run.split(), c, tokenizer.mask_token or tokenizer.unk_token or "[MASK]")
+        frame = transfer_texts(run.split(), c, tokenizer.mask_token or tokenizer.unk_token or "[MASK]",
+                               run.cfg["data"].get("text_col", "text"))
         augment_seconds = time.time() - started
-        logits, seconds, reused = label_in_chunks(frame["text"].tolist(), run.labeller(), partial,
-                                                  fingerprint(inputs), c["chunk_size"], run.progress)
+        texts, label, lab = frame["text"].tolist(), run.labeller(), labelling.settings(run.cfg)
+        engine = lab.get("engine", "local")
+        if engine == "ray":
+            from .ray_labelling import label_in_shards
+            shards = run.partial_dir("transfer", fingerprint(inputs, lab["shard_size"]))   # = `partial`
+            logits, seconds, reused = label_in_shards(texts, label, shards, lab, run.progress, run.log)
+        else:
+            logits, seconds, reused = label_in_chunks(texts, label, partial, fingerprint(inputs), c["chunk_size"],
+                                                      run.progress)
         for k in range(logits.shape[1]):
             frame[f"logit_{k}"] = logits[:, k]
         frame.to_parquet(tmp / "transfer.parquet", index=False)
@@ -151,7 +164,8 @@ def build(run) -> None:
         return {"rows": len(frame), "augmented": int(counts.get("augmented", 0)),
                 "unlabelled": int(counts.get("unlabelled", 0)), "augment_seconds": round(augment_seconds, 2),
                 "label_seconds": round(seconds, 2), "texts_per_second": round(len(frame) / max(seconds, 1e-9), 1),
-                "chunks_reused": reused, "logits_source": run.logits_source()}
+                "chunks_reused": reused, "engine": engine,
+                "logits_source": run.logits_source() + (" on Ray Data" if engine == "ray" else "")}
 
     _, info = run.stage("transfer", inputs, build_stage)
     shutil.rmtree(partial, ignore_errors=True)

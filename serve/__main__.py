@@ -5,17 +5,16 @@ import argparse
 import ipaddress
 import sys
 
-from distill.config import available_profiles
+from distill import runs
 from distill.errors import UserError
 
 from .models import DEFAULT_BACKENDS
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serve", description="A web page and JSON API comparing the teacher "
-                                "with every student of a profile's run, one text or a batch at a time.")
-    p.add_argument("--profile", default="default", help=f"config profile: {', '.join(available_profiles())} "
-                   "(default: %(default)s)")
+    p = argparse.ArgumentParser(prog="mbtb serve", description="A web page and JSON API comparing the teacher "
+                                "with every student of a run, one text or a batch at a time.")
+    runs.add_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     p.add_argument("--artifacts", default="artifacts", help="artifact root (default: %(default)s)")
@@ -35,6 +34,11 @@ def is_loopback(host: str) -> bool:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    try:
+        args.profile = runs.run_name(args.profile, args.data, args.name)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from .app import create_app

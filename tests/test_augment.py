@@ -130,7 +130,11 @@ def test_transfer_stage_labels_augmented_text_with_the_teacher(tiny_run):
     assert not (tiny_run.dir / transfer.PARTIAL).exists()
     assert not set(frame["text"]) & set(tiny_run.split()["text"])
     sample = frame["text"].tolist()[:20]
-    assert np.allclose(frame[["logit_0", "logit_1"]].to_numpy()[:20], tiny_run.labeller()(sample), atol=1e-4)
+    label = tiny_run.labeller()
+    # int8 quantises activations per batch, so its logits move with what a text is batched with (the labeller picks
+    # int8 or fp32 by measured speed): same batches or not, fp32 agrees to 1e-4, int8 within the labelling tolerance
+    atol = tiny_run.cfg["labelling"]["tolerance"] if label.backend == "onnx-int8" else 1e-4
+    assert np.allclose(frame[["logit_0", "logit_1"]].to_numpy()[:20], label(sample), atol=atol)
     assert info["logits_source"] == tiny_run.logits_source()   # the labeller's choice, faithful within tolerance
     tokenizer, model = T.load_pretrained(str(tiny_run.teacher_dir()))
     expected = T.predict_logits(model, tokenizer, sample, tiny_run.cfg["teacher"]["max_length"], progress=False)

@@ -135,7 +135,7 @@ def test_failing_build_leaves_old_stage_and_no_temp_dir(tmp_path):
         run.stage("thing", {"v": 2}, bad)
     assert (target / "payload.txt").read_text() == "v1"
     assert (target / "stage.json").read_text() == meta
-    assert sorted(p.name for p in target.parent.iterdir()) == ["thing"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run.json", "thing"]   # run.json: Run.record
     # the unchanged inputs are still a cache hit, the new ones still a miss
     assert run.stage("thing", {"v": 1}, bad)[1] == {"version": 1, "seconds": json.loads(meta)["info"]["seconds"]}
     assert run.key("thing") == json.loads(meta)["key"]

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..losses import student_loss
-from .early_stopping import EarlyStopping
+from .early_stopping import EarlyStopping, dev_score
 from .soft import is_soft
 
 # "[mask]" stays one token: augmented transfer text (distill/augment.py) uses the teacher's mask token.
@@ -80,7 +80,7 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,
                  dropout=0.3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=2, seed=13,
-                 progress=True):
+                 progress=True, class_weights=None, dev_metric=None):
         self.embedding = embedding
         self.hidden = hidden
         self.max_length = max_length
@@ -95,6 +95,8 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.seed = seed
         self.progress = progress
+        self.class_weights = class_weights
+        self.dev_metric = dev_metric
 
     # --- text -> ids -------------------------------------------------------------------------------------------
     def encode(self, texts) -> torch.Tensor:
@@ -179,7 +181,7 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             if eval_set is not None:
-                score = float(np.mean(self.predict(eval_set[0]) == np.asarray(eval_set[1])))
+                score = dev_score(self, eval_set)
                 bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
                 if stopper.update(score, lambda: {k: v.clone() for k, v in self.module_.state_dict().items()}):
                     break

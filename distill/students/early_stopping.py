@@ -2,6 +2,17 @@
 from __future__ import annotations
 
 
+import numpy as np
+
+
+def dev_score(student, eval_set) -> float:
+    """The student's score on `eval_set` = (texts, gold): its `dev_metric(gold, predicted)` when set (the run's
+    `[eval] metric`), else accuracy."""
+    predicted, gold = student.predict(eval_set[0]), np.asarray(eval_set[1])
+    metric = getattr(student, "dev_metric", None)
+    return float(metric(gold, predicted)) if metric is not None else float(np.mean(predicted == gold))
+
+
 class EarlyStopping:
     """Keeps a snapshot of the model at its best dev score and says when to stop: after more than `patience`
     evaluations in a row without improvement."""

@@ -10,6 +10,11 @@ from sklearn.naive_bayes import MultinomialNB
 from .soft import expand_soft_targets, is_soft, softmax
 
 
+def gold_weights(class_weights, y):
+    """Per-example weights from per-class ones (None: unweighted)."""
+    return None if class_weights is None else np.asarray(class_weights, dtype=np.float64)[np.asarray(y)]
+
+
 def _vectorizer(max_features: int | None) -> TfidfVectorizer:
     return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=max_features,
                            lowercase=True, token_pattern=r"(?u)\b\w[\w']*\b|[!?]")
@@ -43,11 +48,12 @@ class TfidfLogisticRegression(_TfidfStudent):
     own student for the comparison).
     """
 
-    def __init__(self, C=4.0, temperature=1.0, max_features=None, max_iter=2000):
+    def __init__(self, C=4.0, temperature=1.0, max_features=None, max_iter=2000, class_weights=None):
         self.C = C
         self.temperature = temperature
         self.max_features = max_features
         self.max_iter = max_iter
+        self.class_weights = class_weights
 
     def fit(self, X, y):
         features = self._fit_vectorizer(X)
@@ -57,7 +63,7 @@ class TfidfLogisticRegression(_TfidfStudent):
             self.model_.fit(Xs, ys, sample_weight=ws)
             self.classes_ = np.arange(np.asarray(y).shape[1])
         else:
-            self.model_.fit(features, y)
+            self.model_.fit(features, y, sample_weight=gold_weights(self.class_weights, y))
             self.classes_ = self.model_.classes_
         return self
 
@@ -72,9 +78,10 @@ class TfidfRidge(_TfidfStudent):
     Hard labels: regression onto one-hot targets (a ridge classifier). Probabilities are the softmax of the scores.
     """
 
-    def __init__(self, alpha=1.0, max_features=None):
+    def __init__(self, alpha=1.0, max_features=None, class_weights=None):
         self.alpha = alpha
         self.max_features = max_features
+        self.class_weights = class_weights
 
     def fit(self, X, y):
         features = self._fit_vectorizer(X)
@@ -84,7 +91,8 @@ class TfidfRidge(_TfidfStudent):
         else:
             self.classes_ = np.unique(y)
             targets = (np.asarray(y)[:, None] == self.classes_[None, :]).astype(np.float64)
-        self.model_ = Ridge(alpha=self.alpha).fit(features, targets)
+        weights = None if is_soft(y) else gold_weights(self.class_weights, y)
+        self.model_ = Ridge(alpha=self.alpha).fit(features, targets, sample_weight=weights)
         return self
 
     def predict_proba_features(self, features):
@@ -94,10 +102,11 @@ class TfidfRidge(_TfidfStudent):
 class TfidfNaiveBayes(_TfidfStudent):
     """TF-IDF + multinomial naive Bayes. Teacher logits become fractional class counts (softened by `temperature`)."""
 
-    def __init__(self, alpha=0.3, temperature=1.0, max_features=None):
+    def __init__(self, alpha=0.3, temperature=1.0, max_features=None, class_weights=None):
         self.alpha = alpha
         self.temperature = temperature
         self.max_features = max_features
+        self.class_weights = class_weights
 
     def fit(self, X, y):
         features = self._fit_vectorizer(X)
@@ -107,7 +116,7 @@ class TfidfNaiveBayes(_TfidfStudent):
             self.model_.fit(Xs, ys, sample_weight=ws)
             self.classes_ = np.arange(np.asarray(y).shape[1])
         else:
-            self.model_.fit(features, y)
+            self.model_.fit(features, y, sample_weight=gold_weights(self.class_weights, y))
             self.classes_ = self.model_.classes_
         return self
 

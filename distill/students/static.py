@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..losses import student_loss
-from .early_stopping import EarlyStopping
+from .early_stopping import EarlyStopping, dev_score
 from .soft import is_soft, softmax
 from .wordpiece_cache import WordPieceCache
 
@@ -61,7 +61,7 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, teacher=None, pca_dims=256, max_length=128, train_embeddings=True, epochs=6,
                  batch_size=128, lr=3e-3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=1,
-                 seed=13, progress=True):
+                 seed=13, progress=True, class_weights=None, dev_metric=None):
         self.teacher = teacher
         self.pca_dims = pca_dims
         self.max_length = max_length
@@ -76,6 +76,8 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.seed = seed
         self.progress = progress
+        self.class_weights = class_weights
+        self.dev_metric = dev_metric
 
     # --- text -> token ids -------------------------------------------------------------------------------------
     @property
@@ -171,7 +173,7 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             self._set_table(bag, head)
             if eval_set is not None:
-                score = float(np.mean(self.predict(eval_set[0]) == np.asarray(eval_set[1])))
+                score = dev_score(self, eval_set)
                 bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
                 if stopper.update(score, lambda: (self.table_.copy(), self.bias_.copy())):
                     break

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..losses import student_loss
-from .early_stopping import EarlyStopping
+from .early_stopping import EarlyStopping, dev_score
 from .soft import is_soft
 
 INITS = ("teacher", "scratch", "fresh")
@@ -105,7 +105,7 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, teacher=None, layers=3, init="teacher", layer_choice="uniform", max_length=64, epochs=2,
                  max_steps=0, batch_size=32, lr=1e-4, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
                  alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,
-                 progress=True):
+                 progress=True, class_weights=None, dev_metric=None):
         self.teacher = teacher
         self.layers = layers
         self.init = init
@@ -126,6 +126,8 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.seed = seed
         self.progress = progress
+        self.class_weights = class_weights
+        self.dev_metric = dev_metric
 
     # --- building the network ----------------------------------------------------------------------------------
     def _load_teacher(self, num_classes):
@@ -211,7 +213,7 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
                     stop = True
                     break
             if eval_set is not None:
-                score = float(np.mean(self.predict(eval_set[0]) == np.asarray(eval_set[1])))
+                score = dev_score(self, eval_set)
                 bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
                 stop = stopper.update(score, self._weights) or stop
             if stop:
@@ -257,10 +259,10 @@ class BornAgainClassifier(TransformerClassifier):
     def __init__(self, teacher=None, layers=0, init="teacher", layer_choice="bottom", max_length=64, epochs=2,
                  max_steps=0, batch_size=32, lr=3e-5, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
                  alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,
-                 progress=True):
+                 progress=True, class_weights=None, dev_metric=None):
         super().__init__(teacher, layers, init, layer_choice, max_length, epochs, max_steps, batch_size, lr,
                          weight_decay, warmup, loss, temperature, alpha, anneal, hidden_weight,
-                         freeze_word_embeddings, patience, seed, progress)
+                         freeze_word_embeddings, patience, seed, progress, class_weights, dev_metric)
 
 
 def _hidden_mse(student_states, teacher_states, pairs, projection, attention_mask):
