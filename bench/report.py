@@ -144,7 +144,7 @@ def machine_lines(bench: dict) -> list[str]:
             f"commit {m.get('git_commit')}, benchmarked {bench.get('datetime', '')}"]
 
 
-def markdown(profile, table, bench, picks, gpu_note, overhead_ms=None) -> str:
+def markdown(profile, table, bench, picks, gpu_note, overhead_ms=None, drift_notes=()) -> str:
     parts = [f"# Accuracy vs latency — profile `{profile}`", ""]
     parts += ["## Summary", ""] + [f"- {line}" for line in summary(table)] + [""]
     if picks:
@@ -167,6 +167,9 @@ def markdown(profile, table, bench, picks, gpu_note, overhead_ms=None) -> str:
     if table["contended"].any():
         parts += ["Rows marked *(under load)* were measured while other processes used the CPU and could not be "
                   "re-measured cleanly; treat them with care.", ""]
+    if drift_notes:
+        parts += ["Int8 exports kept past their drift tolerance (their accuracy above is the cost):", ""]
+        parts += [f"- {note}" for note in drift_notes] + [""]
     if gpu_note:
         parts += [f"GPU: {gpu_note}", ""]
     parts += ["## Machine", ""] + [f"- {line}" for line in machine_lines(bench)] + [""]
@@ -229,7 +232,8 @@ def build_report(profile: str, artifacts="artifacts", reports="reports", budget_
         table.to_csv(tmp, index=False, float_format="%.6g")
     plot(table, out / "pareto.png")
     overhead = harness_overhead_ms(bench)
-    md_text = markdown(profile, table, bench, picks, manifest.get("gpu_skip_reason"), overhead)
+    drift_notes = [v["drift_note"] for v in manifest["variants"] if v.get("status") == "ok" and v.get("drift_note")]
+    md_text = markdown(profile, table, bench, picks, manifest.get("gpu_skip_reason"), overhead, drift_notes)
     write_text(out / "report.md", md_text)
     write_json(out / "summary.json", summary_record(profile, table, bench, overhead, picks))
     write_text(out / "report.html", html_page(profile, md_text, table, out / "pareto.png"))
