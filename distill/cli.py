@@ -58,14 +58,14 @@ def config_from_args(args) -> dict:
     cfg = load_profile(args.profile)
     overrides = list(args.overrides)
     flags = ((args.data, "data.name"), (args.text_col, "data.text_col"), (args.label_col, "data.label_col"),
-             (args.teacher, "teacher.model"), (getattr(args, "label_map", None), "teacher.label_map"),
-             (getattr(args, "unlabelled", None), "transfer.unlabelled"), (getattr(args, "metric", None), "eval.metric"),
-             (getattr(args, "class_weight", None), "teacher.class_weight"),
-             (getattr(args, "class_weight", None), "students.class_weight"))
+             (args.teacher, "teacher.model"), (args.label_map, "teacher.label_map"),
+             (args.unlabelled, "transfer.unlabelled"), (args.metric, "eval.metric"),
+             (args.class_weight, "teacher.class_weight"),
+             (args.class_weight, "students.class_weight"))
     for flag, key in flags:
         if flag is not None:
             overrides.append(f"{key}={_quote(flag)}")
-    if getattr(args, "no_finetune", False):
+    if args.no_finetune:
         overrides.append("teacher.finetune=false")
     if args.students is not None:
         names = [n.strip() for n in args.students.split(",") if n.strip()]

@@ -149,7 +149,7 @@ def build(run) -> None:
                                run.cfg["data"].get("text_col", "text"))
         augment_seconds = time.time() - started
         texts, label, lab = frame["text"].tolist(), run.labeller(), labelling.settings(run.cfg)
-        engine = lab.get("engine", "local")
+        engine = lab["engine"]
         if engine == "ray":
             from .ray_labelling import label_in_shards
             shards = run.partial_dir("transfer", fingerprint(inputs, lab["shard_size"]))   # = `partial`
