@@ -109,13 +109,13 @@ class Run:
                 if not self.rebuild_corrupt:
                     raise
                 self.log(f"  {name}: {exc.args[0].split(';')[0]}; rebuilding it (--rebuild-corrupt)")
-        if not (self.dir / "run.json").exists():
-            self.record()
         with atomic_dir(target) as tmp:
             info = build(tmp) or {}
             info.setdefault("seconds", round(time.time() - started, 2))
             write_json(tmp / "stage.json", {"key": key, "inputs": inputs, "info": info, "files": _checksums(tmp),
                                             "environment": environment(), "finished": time.strftime("%FT%T")})
+        if not (self.dir / "run.json").exists():   # the run's first finished stage says what the run is
+            self.record()
         self._verified.add(name)
         self.log(f"  {name}: built in {time.time() - started:.1f}s")
         self.timings.append({"stage": name, "status": "built", "seconds": round(time.time() - started, 2)})
