@@ -136,10 +136,13 @@ def tree_env(tree: Path, threads: int) -> dict:
             "TOKENIZERS_PARALLELISM": "false", "BENCH_PLANT_SLOWDOWN": ""}
 
 
-def prepare(tree: Path, label: str, profile: str, threads: int, log=print, students: str | None = None) -> None:
-    """Distil and export `profile` with the tree's own code (each stage is cached by the tree itself)."""
-    for what, module, extra in (("distil", "distill", ["--students", students] if students else []),
-                                ("export", "bench.export", ["--backends", EXPORT_BACKENDS])):
+def prepare(tree: Path, label: str, profile: str, threads: int, log=print, students: str | None = None,
+            overrides: tuple[str, ...] = (), backends: str = EXPORT_BACKENDS) -> None:
+    """Distil and export `profile` with the tree's own code (each stage is cached by the tree itself); `overrides`
+    are `--set` values for the distil step."""
+    distil_args = (["--students", students] if students else []) + [a for o in overrides for a in ("--set", o)]
+    for what, module, extra in (("distil", "distill", distil_args),
+                                ("export", "bench.export", ["--backends", backends])):
         started = time.time()
         done = subprocess.run([sys.executable, "-m", module, "--profile", profile, "--quiet", *extra], cwd=tree,
                               env=tree_env(tree, threads), capture_output=True, text=True)
@@ -237,6 +240,10 @@ def main(argv=None) -> int:
     p.add_argument("--skip-prepare", action="store_true", help="use the trees' artifacts as they are")
     p.add_argument("--students", help="comma-separated students to distil (default: the profile's); fewer students "
                    "prepare faster when --variants names only some")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override for the distil step on both sides, e.g. teacher.max_steps=20 (repeatable)")
+    p.add_argument("--export-backends", default=EXPORT_BACKENDS, help="backends to export on both sides "
+                   "(default: %(default)s); only these can be timed besides the native ones")
     args = p.parse_args(argv)
     if args.tolerance <= 1 or args.rounds < 3 or args.max_rounds < args.rounds:
         print("error: --tolerance must be > 1, --rounds >= 3 and --max-rounds >= --rounds", file=sys.stderr)
@@ -253,11 +260,13 @@ def main(argv=None) -> int:
         shared = same_model_code(commit)
         share_artifacts(base_tree, shared)
         if not args.skip_prepare:
-            prepare(ROOT, "head", args.profile, args.threads, students=args.students)
+            options = {"students": args.students, "overrides": tuple(args.overrides),
+                       "backends": args.export_backends}
+            prepare(ROOT, "head", args.profile, args.threads, **options)
             if shared:
                 print("  base: same model code and configs as head; it reads head's artifacts")
             else:
-                prepare(base_tree, "base", args.profile, args.threads, students=args.students)
+                prepare(base_tree, "base", args.profile, args.threads, **options)
         base = Worker(base_tree, "base", args.profile, args.variants, args.threads)
         workers.append(base)
         head = Worker(ROOT, "head", args.profile, args.variants, args.threads,
