@@ -130,22 +130,23 @@ def share_artifacts(tree: Path, shared: bool) -> None:
         link.unlink()
 
 
-def tree_env(tree: Path, threads: int) -> dict:
-    threads = str(threads)
-    return {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+def tree_env(tree: Path, threads: int | None) -> dict:
+    """The environment of a process in `tree`; `threads` pins torch's and ORT's thread count (None: all cores)."""
+    pinned = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+    return {**os.environ, "PYTHONPATH": str(tree), **pinned,
             "TOKENIZERS_PARALLELISM": "false", "BENCH_PLANT_SLOWDOWN": ""}
 
 
-def prepare(tree: Path, label: str, profile: str, threads: int, log=print, students: str | None = None,
+def prepare(tree: Path, label: str, profile: str, log=print, students: str | None = None,
             overrides: tuple[str, ...] = (), backends: str = EXPORT_BACKENDS) -> None:
-    """Distil and export `profile` with the tree's own code (each stage is cached by the tree itself); `overrides`
-    are `--set` values for the distil step."""
+    """Distil and export `profile` with the tree's own code (each stage is cached by the tree itself), on every
+    core: only the timing is pinned to --threads. `overrides` are `--set` values for the distil step."""
     distil_args = (["--students", students] if students else []) + [a for o in overrides for a in ("--set", o)]
     for what, module, extra in (("distil", "distill", distil_args),
                                 ("export", "bench.export", ["--backends", backends])):
         started = time.time()
         done = subprocess.run([sys.executable, "-m", module, "--profile", profile, "--quiet", *extra], cwd=tree,
-                              env=tree_env(tree, threads), capture_output=True, text=True)
+                              env=tree_env(tree, None), capture_output=True, text=True)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
             raise UserError(f"{label} ({tree}): `python -m {module} --profile {profile}` failed: {tail[0]}")
@@ -262,11 +263,11 @@ def main(argv=None) -> int:
         if not args.skip_prepare:
             options = {"students": args.students, "overrides": tuple(args.overrides),
                        "backends": args.export_backends}
-            prepare(ROOT, "head", args.profile, args.threads, **options)
+            prepare(ROOT, "head", args.profile, **options)
             if shared:
                 print("  base: same model code and configs as head; it reads head's artifacts")
             else:
-                prepare(base_tree, "base", args.profile, args.threads, **options)
+                prepare(base_tree, "base", args.profile, **options)
         base = Worker(base_tree, "base", args.profile, args.variants, args.threads)
         workers.append(base)
         head = Worker(ROOT, "head", args.profile, args.variants, args.threads,
