@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -36,20 +37,23 @@ def parser() -> argparse.ArgumentParser:
                    "polling /health")
     p.add_argument("--serve-cwd", type=Path, default=HERE.parent, help="checkout whose server to start (e.g. a "
                    "worktree of an older revision, to compare)")
+    p.add_argument("--serve-args", default="", help="more arguments for `python -m serve`, e.g. \"--backends= "
+                   "--reference torch\" (split like a shell would)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     return p
 
 
 @contextmanager
-def local_server(profile: str, cwd: Path):
+def local_server(profile: str, cwd: Path, extra_args=()):
     """`python -m serve` on a free loopback port, until the block ends; its output (a line per request) goes to a
     log file rather than the screen."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tempfile.NamedTemporaryFile("w", prefix="serve-", suffix=".log", delete=False)
-    print(f"starting python -m serve --profile {profile} (log: {log.name})", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", "serve", "--profile", profile, "--port", str(port)],
+    command = ["-m", "serve", "--profile", profile, "--port", str(port), *extra_args]
+    print(f"starting python {shlex.join(command)} (log: {log.name})", flush=True)
+    proc = subprocess.Popen([sys.executable, *command],
                             stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -89,7 +93,7 @@ def run_locust(url: str, args) -> dict:
     endpoints = {r["Name"]: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
                              "p50_ms": float(r["50%"]), "p99_ms": float(r["99%"]),
                              "requests_per_s": float(r["Requests/s"])} for r in rows}
-    return {"locust_exit": code, "seconds": round(seconds, 1), "clients": args.clients, "with_batch": args.with_batch,
+    return {"locust_exit": code, "serve_args": args.serve_args, "seconds": round(seconds, 1), "clients": args.clients, "with_batch": args.with_batch,
             "load_average_1min": {"before": load_before[0], "after": load_after[0]}, "cpu_count": os.cpu_count(),
             "endpoints": endpoints}
 
@@ -99,7 +103,7 @@ def main(argv=None) -> int:
     if args.url:
         result = run_locust(args.url, args)
     else:
-        with local_server(args.profile, args.serve_cwd) as url:
+        with local_server(args.profile, args.serve_cwd, shlex.split(args.serve_args)) as url:
             result = run_locust(url, args)
     print(f"\n{args.clients} clients for {args.duration:.0f} s; 1-min load average {result['load_average_1min']} "
           f"on {result['cpu_count']} cores")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 
 from distill import runs
 from distill.errors import UserError
 
-from .models import DEFAULT_BACKENDS
+from .models import DEFAULT_BACKENDS, REFERENCES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,6 +23,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                    help="exported backends to serve beside the native models, if `make bench` exported them "
                    "(comma-separated; '' for none; default: %(default)s)")
+    p.add_argument("--reference", choices=REFERENCES, default="auto",
+                   help="backend of the teacher every model is compared with; auto (default): its ORT-optimised or "
+                   "ONNX export when `mbtb export` validated one (the same probabilities, faster), else PyTorch eager")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads of one model call (PyTorch and ONNX Runtime; default: %(default)s): with 1, "
+                   "concurrent requests run on different cores; more lowers one lone request's latency")
     return p
 
 
@@ -34,29 +41,37 @@ def is_loopback(host: str) -> bool:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.threads < 1:
+        print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
     try:
         args.profile = runs.run_name(args.profile, args.data, args.name)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import torch
     import uvicorn
 
     from .app import create_app
     from .models import load_profile
 
+    torch.set_num_threads(args.threads)   # before loading: ONNX Runtime sessions take torch's thread count
+
     print(f"profile {args.profile}: loading models from {args.artifacts}/{args.profile}", flush=True)
     try:
         backends = tuple(b for b in args.backends.split(",") if b)
         loaded = load_profile(args.profile, args.artifacts, args.reports, log=lambda line: print(line, flush=True),
-                              backends=backends)
+                              backends=backends, reference=args.reference)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{len(loaded.predictors)} model(s) loaded, {len(loaded.missing)} missing", flush=True)
     if not is_loopback(args.host):
         print(f"warning: binding {args.host} makes the page reachable from other machines", file=sys.stderr)
-    app = create_app(loaded.predictors, loaded.examples, loaded.labels, loaded.missing, loaded.profile)
-    print(f"serving http://{args.host}:{args.port}/  (API docs: http://{args.host}:{args.port}/docs)", flush=True)
+    concurrency = max(1, (os.cpu_count() or 1) // args.threads)   # call slots per model: one per core
+    app = create_app(loaded.predictors, loaded.examples, loaded.labels, loaded.missing, loaded.profile, concurrency)
+    print(f"serving http://{args.host}:{args.port}/  (API docs: http://{args.host}:{args.port}/docs); each model runs "
+          f"up to {concurrency} call(s) at once on {args.threads} thread(s) each", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

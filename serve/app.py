@@ -222,9 +222,10 @@ def _offline_docs(app: FastAPI) -> None:
 
 
 def create_app(predictors, examples: list[Example] = (), labels: list[str] = (), missing: list[Missing] = (),
-               profile: str = "") -> FastAPI:
-    """The app over any list of bench Predictors; `missing` lists models that did not load, with the reason."""
-    engine = Engine(list(predictors))
+               profile: str = "", concurrency: int = 1) -> FastAPI:
+    """The app over any list of bench Predictors; `missing` lists models that did not load, with the reason;
+    `concurrency` calls of one model may run at once (see `Engine`)."""
+    engine = Engine(list(predictors), concurrency)
     labels = list(labels) or (list(engine.teacher.labels) if engine.teacher else [])
     missing = list(missing)
     examples = [ExampleInfo(text=e.text, label=e.label) for e in examples]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,8 +40,8 @@ def timed(predictor: Predictor, texts: list[str], repeats: int) -> tuple[np.ndar
     return np.asarray(proba, dtype=np.float64), statistics.median(times)
 
 
-# A batch runs in chunks of this many texts, each under its model's lock, so a long batch lets other requests use
-# the same model between chunks instead of waiting for the whole batch.
+# A batch runs in chunks of this many texts, each taking one of its model's call slots, so a long batch lets other
+# requests use the same model between chunks instead of waiting for the whole batch.
 BATCH_CHUNK = 64
 # Concurrent /predict requests for a model are answered by one batched call of at most this many texts.
 MAX_MICRO_BATCH = 32
@@ -53,16 +53,17 @@ class _Slot:
     repeats: int
     result: tuple | None = None
     error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class MicroBatcher:
-    """Dynamic batching for one model: a request queues its text; whoever holds the model's lock runs every queued
-    text (up to MAX_MICRO_BATCH, same `repeats`) as one batch and hands each its row. Alone, a request runs at
-    batch 1 as before; under load, one batched call replaces many single ones (the teacher at batch 32 costs a
-    fraction of 32 batch-1 calls). The latency reported is that batch's, and says how many texts shared it."""
+    """Dynamic batching for one model: a request queues its text; whoever gets one of the model's call slots runs
+    every queued text (up to MAX_MICRO_BATCH, same `repeats`) as one batch and hands each its row. Alone, a request
+    runs at batch 1 as before; under load, one batched call replaces many single ones (the teacher at batch 32 costs
+    a fraction of 32 batch-1 calls). The latency reported is that batch's, and says how many texts shared it."""
 
-    def __init__(self, predictor: Predictor, lock: threading.Lock, max_batch: int = MAX_MICRO_BATCH):
-        self.predictor, self.lock, self.max_batch = predictor, lock, max_batch
+    def __init__(self, predictor: Predictor, calls: threading.Semaphore, max_batch: int = MAX_MICRO_BATCH):
+        self.predictor, self.calls, self.max_batch = predictor, calls, max_batch
         self._queue: list[_Slot] = []
         self._queue_lock = threading.Lock()
 
@@ -70,42 +71,50 @@ class MicroBatcher:
         slot = _Slot(text, repeats)
         with self._queue_lock:
             self._queue.append(slot)
-        while slot.result is None and slot.error is None:
-            with self.lock:
+        while not slot.done.is_set():
+            with self.calls:
                 with self._queue_lock:
-                    if slot not in self._queue:   # a batch that held this text has run
+                    if slot not in self._queue:   # a batch that holds this text is running or has run
                         break
                     first = self._queue[0].repeats
                     batch = [s for s in self._queue if s.repeats == first][:self.max_batch]
                     self._queue = [s for s in self._queue if s not in batch]
-                try:
-                    proba, ms = timed(self.predictor, [s.text for s in batch], first)
-                except Exception as exc:  # every request of the batch fails the way a lone one would
-                    for s in batch:
-                        s.error = exc
-                    break
-                for i, s in enumerate(batch):
-                    s.result = (proba[i:i + 1], ms, len(batch))
+                self._run(batch, first)
+        slot.done.wait()
         if slot.error is not None:
             raise slot.error
         return slot.result
 
+    def _run(self, batch: list[_Slot], repeats: int) -> None:
+        try:
+            proba, ms = timed(self.predictor, [s.text for s in batch], repeats)
+            for i, s in enumerate(batch):
+                s.result = (proba[i:i + 1], ms, len(batch))
+        except Exception as exc:  # every request of the batch fails the way a lone one would
+            for s in batch:
+                s.error = exc
+        finally:
+            for s in batch:
+                s.done.set()
+
 
 class Engine:
-    """The loaded predictors by name. The teacher (first of kind "teacher") always runs: it is the reference."""
+    """The loaded predictors by name. The teacher (first of kind "teacher") always runs: it is the reference.
 
-    def __init__(self, predictors: list[Predictor]):
+    Each model takes at most `concurrency` calls at once (its call slots): the server runs every call on
+    `--threads` threads (1 by default), so with one slot per core a busy model, the reference teacher above all,
+    keeps every core working, while the slots bound how many calls fight over the cores. Requests for different
+    models, or for the same model between a batch's chunks, go on. Under concurrent load the latencies shown
+    therefore include contention for the CPU; bench/ measures without it."""
+
+    def __init__(self, predictors: list[Predictor], concurrency: int = 1):
         self.predictors = {p.name: p for p in predictors}
         self.teacher = next((p for p in predictors if p.kind == "teacher"), None)
-        # One lock per model: a model runs one call at a time (torch and ORT calls on a few cores would fight over
-        # them), while requests for different models, or for the same model between a batch's chunks, go on.
-        # Under concurrent load the latencies shown therefore include contention for the CPU; bench/ measures
-        # without it.
-        self._locks = {name: threading.Lock() for name in self.predictors}
-        self._batchers = {name: MicroBatcher(p, self._locks[name]) for name, p in self.predictors.items()}
+        self._calls = {name: threading.BoundedSemaphore(concurrency) for name in self.predictors}
+        self._batchers = {name: MicroBatcher(p, self._calls[name]) for name, p in self.predictors.items()}
 
     def _timed(self, predictor: Predictor, texts: list[str], repeats: int) -> tuple[np.ndarray, float]:
-        with self._locks[predictor.name]:
+        with self._calls[predictor.name]:
             return timed(predictor, texts, repeats)
 
     def _timed_in_chunks(self, predictor: Predictor, texts: list[str]) -> tuple[np.ndarray, float]:
@@ -124,7 +133,9 @@ class Engine:
 
     def compare(self, text: str, names: list[str] | None, repeats: int) -> list[dict]:
         selected = self.select(names)
-        outputs = {p.name: self._batchers[p.name](text, repeats) for p in selected}
+        outputs = {}
+        for p in selected:   # load order: an ensemble comes after its members
+            outputs[p.name] = composed(p, outputs) or self._batchers[p.name](text, repeats)
         reference = outputs.get(self.teacher.name) if self.teacher else None
         rows = []
         for p in selected:
@@ -145,7 +156,9 @@ class Engine:
         """Per model: accuracy on `gold` (when given), agreement with the teacher and the time of its batched calls
         (chunks of BATCH_CHUNK texts)."""
         selected = self.select(names)
-        outputs = {p.name: self._timed_in_chunks(p, texts) for p in selected}
+        outputs = {}
+        for p in selected:
+            outputs[p.name] = composed(p, outputs) or self._timed_in_chunks(p, texts)
         reference = outputs.get(self.teacher.name) if self.teacher else None
         rows = []
         for p in selected:
@@ -163,6 +176,19 @@ class Engine:
                            mean_kl=round(float(kl_divergence(ref_proba, proba).mean()), 6))
             rows.append(row)
         return rows
+
+
+def composed(predictor: Predictor, outputs: dict) -> tuple | None:
+    """An ensemble whose members have all answered this request, from their answers (probabilities, ms, ...): the
+    mean of their probabilities (what the ensemble computes) in the sum of their times (what running it costs), and
+    the largest of any further fields (batch size), instead of running every member a second time. None when it is
+    not an ensemble or a member has not answered."""
+    members = getattr(predictor, "members", None)
+    if not members or any(m.name not in outputs for m in members):
+        return None
+    answers = [outputs[m.name] for m in members]
+    rest = [max(column) for column in zip(*(answer[2:] for answer in answers))]
+    return (np.mean([answer[0] for answer in answers], axis=0), sum(answer[1] for answer in answers), *rest)
 
 
 def describe(p: Predictor) -> dict:

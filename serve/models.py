@@ -2,14 +2,15 @@
 reason and the others still serve."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
 from bench.families import family_of
-from bench.predictor import Predictor
-from bench.zoo import load_variant, open_run, read_manifest, teacher_predictor
+from bench.predictor import EnsemblePredictor, Predictor
+from bench.zoo import load_variant, open_run, read_manifest
 from distill.errors import UserError
 from distill.pipeline import Run
 
@@ -36,28 +37,58 @@ class Loaded:
 
 
 DEFAULT_BACKENDS = ("onnx-int8",)
+# Teacher exports that give PyTorch's probabilities (validated within their tolerance), fastest first.
+LOSSLESS_REFERENCES = ("ort-opt", "onnx")
+REFERENCES = ("auto", "torch", *LOSSLESS_REFERENCES)
 
 
-def model_loaders(run: Run, backends=DEFAULT_BACKENDS) -> list[tuple[str, Callable[[], list[Predictor]]]]:
+def reference_backend(run: Run, requested: str = "auto") -> str:
+    """The backend of the teacher every other model is compared with: `requested`, or for "auto" the first of
+    LOSSLESS_REFERENCES that the run's export manifest holds validated within its tolerance (the teacher's own
+    probabilities, 1.4-1.7x faster than PyTorch eager on CPU), else PyTorch eager."""
+    if requested != "auto":
+        return requested
+    manifest = run.dir / "export" / "manifest.json"
+    entries = read_manifest(manifest)["variants"] if manifest.exists() else []
+    lossless = {e["backend"] for e in entries if e["model"] == "teacher" and e["status"] == "ok"
+                and "drift_note" not in e and e.get("max_abs_diff", 0.0) <= (e.get("tolerance") or 0.0)}
+    return next((backend for backend in LOSSLESS_REFERENCES if backend in lossless), "torch")
+
+
+def model_loaders(run: Run, backends=DEFAULT_BACKENDS, reference: str = "auto"
+                  ) -> list[tuple[str, Callable[[], list[Predictor]]]]:
     """What serve loads, in order, as (name, load) pairs; `load()` returns one or more Predictors or raises.
 
-    Every model of `run.models()`, one loader each so one failure does not hide the rest, each in its serving
-    backend: the fastest validated backend at batch 1 in the run's benchmark (reports/<profile>/bench.json), or
-    the native one before `make bench`. The teacher is always served in PyTorch eager too: it is the reference.
-    Then the exported variants of `backends` found in the run's export manifest.
+    The teacher first, in its `reference_backend`: it is the reference. Then every model of `run.models()`, one
+    loader each so one failure does not hide the rest, each in its serving backend: the fastest validated backend
+    at batch 1 in the run's benchmark (reports/<profile>/bench.json), or the native one before `make bench`. Then
+    the exported variants of `backends` found in the run's export manifest.
     """
     from bench.results import serving_backends
-    serving = serving_backends(run)
+    serving = {**serving_backends(run), "teacher": reference_backend(run, reference)}
     loaded: dict = {}   # model id -> fitted estimator, filled as loaders succeed; ensembles reuse their members
+    served: dict[str, Predictor] = {}   # model id -> the Predictor it is served by
 
     def load(model_id):
         loaded[model_id] = run.model(model_id, loaded)
         backend = serving.get(model_id) or family_of(loaded[model_id]).native_backend
-        return [load_variant(run, model_id, backend, loaded)]
+        served[model_id] = load_variant(run, model_id, backend, loaded)
+        members = run.ensemble_members(model_id)
+        if members and all(m in served for m in members):
+            served[model_id] = ensemble_of_served(served[model_id], [served[m] for m in members])
+        return [served[model_id]]
 
-    loaders = [("teacher", lambda: [teacher_predictor(run)])]
-    loaders += [(model_id, partial(load, model_id)) for model_id in run.model_ids() if model_id != "teacher"]
+    loaders = [(model_id, partial(load, model_id)) for model_id in run.model_ids()]
     return loaders + exported_loaders(run, backends, skip=set(serving.items()), loaded=loaded)
+
+
+def ensemble_of_served(ensemble: EnsemblePredictor, members: list[Predictor]) -> EnsemblePredictor:
+    """The ensemble averaging its members as this server serves them: when a member is served in a faster validated
+    backend than the one it was trained in, the ensemble uses that one too (backend "serving"), so the engine can
+    answer it from its members' answers instead of running them again."""
+    if [m.name for m in members] == [m.name for m in ensemble.members]:
+        return ensemble
+    return dataclasses.replace(ensemble, backend="serving", members=members)
 
 
 def exported_loaders(run: Run, backends, skip=(), loaded=None) -> list[tuple[str, Callable[[], list[Predictor]]]]:
@@ -77,12 +108,12 @@ def exported_loaders(run: Run, backends, skip=(), loaded=None) -> list[tuple[str
             if v["status"] == "ok" and v["backend"] in backends and (v["model"], v["backend"]) not in skip]
 
 
-def load_run(run: Run, log=print, n_examples: int = 8, backends=DEFAULT_BACKENDS) -> Loaded:
+def load_run(run: Run, log=print, n_examples: int = 8, backends=DEFAULT_BACKENDS, reference: str = "auto") -> Loaded:
     """Every model of `run`, warmed up on one test sentence, with a progress line per model."""
     try:
         labels = run.labels()
         examples = pick_examples(run.split(), labels, n_examples)
-        loaders = model_loaders(run, backends)
+        loaders = model_loaders(run, backends, reference)
     except UserError as exc:
         log(f"no models: {exc}")
         return Loaded(run.profile, missing=[Missing("every model", str(exc))])
@@ -106,9 +137,9 @@ def load_run(run: Run, log=print, n_examples: int = 8, backends=DEFAULT_BACKENDS
 
 
 def load_profile(profile: str, artifacts="artifacts", reports="reports", log=print,
-                 backends=DEFAULT_BACKENDS) -> Loaded:
+                 backends=DEFAULT_BACKENDS, reference: str = "auto") -> Loaded:
     """The models of `profile`'s run under artifacts/<profile>/. An unknown profile raises UserError."""
-    return load_run(open_run(profile, artifacts, reports), log=log, backends=backends)
+    return load_run(open_run(profile, artifacts, reports), log=log, backends=backends, reference=reference)
 
 
 def check_predictor(predictor: Predictor, text: str, n_labels: int) -> None:

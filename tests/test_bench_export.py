@@ -278,3 +278,16 @@ def test_benchmark_suite_runs_and_writes_json(run, exported, tmp_path):
     assert machine["threads"]["torch"] == 1 and machine["threads"]["onnxruntime_intra_op"] == 1
     assert {"torch", "onnxruntime", "transformers"} <= set(machine["versions"])
     assert machine["profile"] == "tiny"
+
+
+def test_serve_compares_with_the_teachers_fastest_lossless_export(run, exported, texts, native_probs):
+    """`mbtb serve` (reference "auto") serves the teacher from its ORT-optimised export once it is validated: the
+    probabilities of PyTorch eager within its tolerance; `--reference torch` keeps PyTorch eager."""
+    from serve import load_run
+    from serve.models import reference_backend
+    assert reference_backend(run) == "ort-opt"
+    teacher = load_run(run, log=lambda *_: None, backends=()).predictors[0]
+    assert (teacher.name, teacher.kind) == ("teacher/ort-opt", "teacher")
+    np.testing.assert_allclose(teacher.predict_proba(texts), native_probs("teacher"), atol=FP32_TOL)
+    eager = load_run(run, log=lambda *_: None, backends=(), reference="torch").predictors[0]
+    assert eager.name == "teacher/torch"

@@ -209,24 +209,25 @@ class Sleepy(Predictor):
         return np.full((len(prepared), 2), 0.5)
 
 
-def test_a_long_batch_does_not_hold_other_models_hostage():
-    """While a batch runs on a slow student, a prediction from the teacher alone answers at once (one lock per
-    model, not one for the server); the slow student never runs two calls at once."""
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_long_batch_does_not_hold_other_models_hostage(concurrency):
+    """While a batch runs on a slow student, a prediction from the teacher alone answers at once (call slots per
+    model, not one lock for the server); the slow student never runs more than `concurrency` calls at once."""
     from serve.engine import BATCH_CHUNK, Engine
     teacher = Sleepy("teacher", "torch", ["neg", "pos"], "teacher")
     slow = Sleepy("slow", "torch", ["neg", "pos"], "distilled", seconds=0.1, started=threading.Event())
-    engine = Engine([teacher, slow])
+    engine = Engine([teacher, slow], concurrency)
     batch = threading.Thread(target=engine.compare_batch, args=(["a text"] * (4 * BATCH_CHUNK), None, ["slow/torch"]))
     started = time.perf_counter()
     batch.start()
     assert slow.started.wait(5)
     engine.compare("another text", ["teacher/torch"], repeats=1)
     answered = time.perf_counter() - started
-    with ThreadPoolExecutor(4) as pool:   # more callers of the slow model: they queue on its lock
+    with ThreadPoolExecutor(4) as pool:   # more callers of the slow model: they queue for its call slots
         list(pool.map(lambda _: engine.compare("x", ["slow/torch"], 1), range(4)))
     batch.join()
     assert answered < 0.1 < 0.4 <= time.perf_counter() - started   # the batch alone takes 4 chunks x 0.1 s
-    assert slow.most_at_once == 1
+    assert slow.most_at_once == concurrency
 
 
 @dataclass
@@ -245,11 +246,12 @@ class Counting(Predictor):
         return np.stack([1 - p, p], axis=1)
 
 
-def test_concurrent_predictions_are_batched_and_each_gets_its_own_answer():
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_concurrent_predictions_are_batched_and_each_gets_its_own_answer(concurrency):
     from serve.engine import MAX_MICRO_BATCH, Engine
     teacher = Counting("teacher", "torch", ["neg", "pos"], "teacher", calls=[])
     student = Counting("student", "numpy", ["neg", "pos"], "distilled", seconds=0.0, calls=[])
-    engine = Engine([teacher, student])
+    engine = Engine([teacher, student], concurrency)
     texts = [f"text number {i}" for i in range(48)]
     alone = {t: Counting("x", "x", ["neg", "pos"], "x", calls=[], seconds=0).predict_proba([t])[0] for t in texts}
     with ThreadPoolExecutor(48) as pool:
@@ -261,6 +263,49 @@ def test_concurrent_predictions_are_batched_and_each_gets_its_own_answer():
     assert sum(teacher.calls) == len(texts) and len(teacher.calls) < len(texts) / 2   # batched, nothing lost
     assert max(teacher.calls) <= MAX_MICRO_BATCH
     assert engine.compare("alone", None, 1)[0]["batch_size"] == 1                     # no load: batch 1
+
+
+def test_an_ensemble_is_answered_from_its_members_answers_in_the_same_request():
+    """An ensemble after its members (load order) is their mean, timed as their sum, with no member run twice; asked
+    for alone, it runs its members itself and gives the same probabilities."""
+    from bench.predictor import EnsemblePredictor
+    from serve.engine import Engine
+
+    def member(name, seconds):
+        return Counting(name, "numpy", ["neg", "pos"], "distilled", seconds=seconds, calls=[])
+
+    teacher = Counting("teacher", "torch", ["neg", "pos"], "teacher", seconds=0.0, calls=[])
+    members = [member("a", 0.01), member("b", 0.02)]
+    ensemble = EnsemblePredictor("ensemble", "native", ["neg", "pos"], "ensemble", members=members)
+    engine = Engine([teacher, *members, ensemble])
+    rows = {r["name"]: r for r in engine.compare("some text", None, repeats=1)}
+    assert [len(m.calls) for m in members] == [1, 1]
+    a, b, mean = (np.array(rows[n]["probabilities"]) for n in ("a/numpy", "b/numpy", "ensemble/native"))
+    np.testing.assert_allclose(mean, (a + b) / 2, atol=1e-6)
+    assert rows["ensemble/native"]["latency_ms"] == pytest.approx(rows["a/numpy"]["latency_ms"]
+                                                                  + rows["b/numpy"]["latency_ms"], abs=2e-3)
+    alone = {r["name"]: r for r in engine.compare("some text", ["ensemble/native"], repeats=1)}
+    assert [len(m.calls) for m in members] == [2, 2]   # run by the ensemble itself this time
+    assert alone["ensemble/native"]["probabilities"] == pytest.approx(list(mean), abs=1e-6)
+    batch = {r["name"]: r for r in engine.compare_batch(["one", "two", "three"], [0, 1, 1], None)}
+    assert [len(m.calls) for m in members] == [3, 3]
+    assert batch["ensemble/native"]["total_ms"] == pytest.approx(batch["a/numpy"]["total_ms"]
+                                                                 + batch["b/numpy"]["total_ms"], abs=2e-3)
+
+
+def test_an_ensemble_follows_its_members_into_their_serving_backends():
+    from bench.predictor import EnsemblePredictor
+    from serve.models import ensemble_of_served
+
+    def member(name, backend):
+        return Counting(name, backend, ["neg", "pos"], "distilled", calls=[])
+
+    native = [member("a", "sklearn"), member("b", "torch")]
+    ensemble = EnsemblePredictor("ensemble", "native", ["neg", "pos"], "ensemble", members=native)
+    assert ensemble_of_served(ensemble, [member("a", "sklearn"), member("b", "torch")]) is ensemble
+    faster = [member("a", "numpy"), member("b", "onnx")]
+    served = ensemble_of_served(ensemble, faster)
+    assert served.name == "ensemble/serving" and served.members == faster and ensemble.members == native
 
 
 def test_concurrent_requests_with_the_same_text_each_get_an_answer():
