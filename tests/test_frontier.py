@@ -83,7 +83,7 @@ def test_transformer_and_static_students_export_validate_bench_and_serve(new_run
     lines = []
     loaded = load_run(new_run, log=lines.append, backends=("onnx",))
     names = {p.name for p in loaded.predictors}
-    assert {"teacher/torch", "transformer-distilled/torch", "static-distilled/numpy", "transformer-distilled/onnx",
+    assert {"teacher/ort-opt", "transformer-distilled/torch", "static-distilled/numpy", "transformer-distilled/onnx",
             "static-distilled/onnx"} <= names
     assert loaded.missing == []
     # after `make bench`, each student is served in its fastest validated backend
@@ -91,7 +91,7 @@ def test_transformer_and_static_students_export_validate_bench_and_serve(new_run
     (new_run.reports / "bench.json").write_text((tmp_path / "bench.json").read_text())
     served = {p.model: p.backend for p in load_run(new_run, log=lambda *_: None, backends=()).predictors}
     fastest = min(("onnx", "numpy"), key=lambda b: cases[("static-distilled", b)]["stats"]["median"])
-    assert served["static-distilled"] == fastest and served["teacher"] == "torch"
+    assert served["static-distilled"] == fastest and served["teacher"] == "ort-opt"   # its lossless export
 
 
 def test_an_export_that_drifts_past_its_tolerance_fails(new_run, tmp_path, monkeypatch):
