@@ -5,6 +5,7 @@ endpoint with the machine's load average beside them; writes them to --out (JSON
     .venv/bin/pip install -r requirements-loadtest.txt          # locust (not in the default install)
     .venv/bin/python scripts/loadtest.py --profile smoke --clients 50 --duration 60
     .venv/bin/python scripts/loadtest.py --profile smoke --with-batch   # + a maximal /batch and /health polling
+    .venv/bin/python scripts/loadtest.py --table docs/results/loadtest/*.json   # the README's table from results
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from distill.environment import cpu_flags, environment  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -40,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-args", default="", help="more arguments for `python -m serve`, e.g. \"--backends= "
                    "--reference torch\" (split like a shell would)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--table", type=Path, nargs="+", metavar="JSON", help="print a Markdown table of earlier --out "
+                   "files instead of running a test")
     return p
 
 
@@ -95,11 +101,37 @@ def run_locust(url: str, args) -> dict:
                              "requests_per_s": float(r["Requests/s"])} for r in rows}
     return {"locust_exit": code, "serve_args": args.serve_args, "seconds": round(seconds, 1), "clients": args.clients, "with_batch": args.with_batch,
             "load_average_1min": {"before": load_before[0], "after": load_after[0]}, "cpu_count": os.cpu_count(),
+            "machine": {"cpu": environment()["cpu"], "cpu_flags": cpu_flags()},
             "endpoints": endpoints}
+
+
+def table(paths: list[Path]) -> str:
+    """One row per result file: throughput and p50/p99 per endpoint, failures and the load average."""
+    def cell(endpoints, name, field, fmt="{:,.0f}"):
+        return fmt.format(endpoints[name][field]) if name in endpoints else "—"
+
+    rows = ["| result | server arguments | `/predict` req/s | p50 / p99 ms | bad input p50 / p99 ms | `/health` p50 / p99 ms "
+            "| errors | 1-min load average (before → after) |", "|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        r = json.loads(path.read_text())
+        e = r["endpoints"]
+        failures = sum(v["failures"] for k, v in e.items() if k != "Aggregated")
+        total = e["Aggregated"]["requests"]
+        load = r["load_average_1min"]
+        rows.append(f"| {path.stem} | `{r.get('serve_args') or '(default)'}` | "
+                    f"{cell(e, '/predict', 'requests_per_s', '{:.1f}')} | "
+                    f"{cell(e, '/predict', 'p50_ms')} / {cell(e, '/predict', 'p99_ms')} | "
+                    f"{cell(e, '/predict (bad input)', 'p50_ms')} / {cell(e, '/predict (bad input)', 'p99_ms')} | "
+                    f"{cell(e, '/health', 'p50_ms')} / {cell(e, '/health', 'p99_ms')} | {failures} of {total:,} | "
+                    f"{load['before']:.1f} → {load['after']:.1f} |")
+    return "\n".join(rows)
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     if args.url:
         result = run_locust(args.url, args)
     else:
