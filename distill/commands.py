@@ -5,6 +5,7 @@ Each subcommand is the `main` of one module, so `mbtb distill ...` and `python -
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> (module whose main() runs it, what it does)
@@ -47,5 +48,15 @@ def main(argv=None) -> int:
     return main_or_help(lambda: module.main(rest)) or 0
 
 
+def entry_point() -> int:
+    """`mbtb` itself: main(), and quiet when the reader of its output goes away (`mbtb --help | head`)."""
+    try:
+        return main()
+    except BrokenPipeError:
+        # Python's own advice: point stdout at /dev/null so the flush at exit does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -228,6 +229,19 @@ def test_mbtb_lists_every_stage_and_each_has_help(capsys):
         assert capsys.readouterr().out.startswith(f"usage: mbtb {command}")
     assert mbtb(["destill"]) == 2
     assert "unknown command 'destill'" in capsys.readouterr().err
+
+
+def test_help_into_a_pipe_nobody_reads_ends_quietly():
+    # `mbtb --help | head -1`: the reader is gone before mbtb writes (its end of the pipe closed before the start,
+    # so every write fails the same way, with no race).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "distill.commands", "--help"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == ""
 
 
 def test_the_installed_console_script_runs():
