@@ -36,7 +36,8 @@ MODES = ["baseline", "distilled"]
 EXPORTED = ([("teacher", b) for b in TEACHER_BACKENDS]
             + [(f"bilstm-{m}", b) for m in MODES for b in BILSTM_BACKENDS]
             + [(f"{s}-{m}", b) for m in MODES for s in SKLEARN for b in ("onnx", "numpy")]
-            + [(f"static-{m}", "onnx") for m in MODES])
+            + [(f"static-{m}", "onnx") for m in MODES]
+            + [(f"ensemble-{m}", "exported") for m in MODES])
 NATIVE = {"teacher": "torch", "bilstm": "torch", "ensemble": "native", "static": "numpy",
           **{s: "sklearn" for s in SKLEARN}}
 
@@ -114,7 +115,7 @@ def test_every_variant_is_exported(run, exported):
         directory = run.dir / "export" / model_id / backend
         assert (directory / "stage.json").exists()
         assert (list(directory.glob("*.onnx")) or (directory / "model.pt").exists()
-                or (directory / "linear.npz").exists()), (model_id, backend)
+                or (directory / "linear.npz").exists() or (directory / "members.json").exists()), (model_id, backend)
 
 
 def test_manifest_carries_accuracy_size_params(run, exported, models):
@@ -205,6 +206,14 @@ def test_ensemble_predictor_averages_its_members(run, models, texts, native_prob
         members = [m for m in ["tfidf_lr", "nb", "bilstm"] if f"{m}-{mode}" in models]
         expected = np.mean([native_probs(f"{m}-{mode}") for m in members], axis=0)
         np.testing.assert_allclose(native_probs(f"ensemble-{mode}"), expected, atol=1e-9)
+
+
+def test_an_exported_ensemble_runs_each_member_in_its_fastest_lossless_export(run, models):
+    for mode in MODES:
+        pred = load_variant(run, f"ensemble-{mode}", "exported", models)
+        assert [m.name for m in pred.members] == [f"tfidf_lr-{mode}/numpy", f"nb-{mode}/numpy", f"bilstm-{mode}/onnx"]
+        assert [type(m).__name__ for m in pred.members] == ["LinearTextPredictor", "LinearTextPredictor",
+                                                            "OnnxPredictor"]
 
 
 # --- a failed export ---------------------------------------------------------------------------------------------
