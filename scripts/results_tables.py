@@ -91,6 +91,13 @@ def targets_table(results: pd.DataFrame, summary: dict, ablation: pd.DataFrame |
              f"{f['accuracy'] / teacher_acc:.1%} at {f['speedup']:.0f}x ({f['model']} / {f['backend']}, "
              f"{f['median_ms']:.3g} ms vs {f['teacher_eager_ms']:.3g} ms)",
              f['accuracy'] / teacher_acc >= 0.97 and f["speedup"] >= 50)]
+    # the BERT-base-class issue's bar: the most accurate student at >= 150x
+    fast = b1[(b1["kind"] != "teacher") & (b1["speedup"] >= 150)]
+    if not fast.empty:
+        best = fast.sort_values(["accuracy", "speedup"], ascending=False).iloc[0]
+        rows.append(("best student ≥ 97% of the teacher at ≥ 150x lower batch-1 latency",
+                     f"{best.accuracy / teacher_acc:.1%} at {best.speedup:.0f}x ({best.model} / {best.backend}, "
+                     f"{best.median_ms:.3g} ms)", best.accuracy / teacher_acc >= 0.97))
     static = b1[b1["model"].str.startswith("static-") & (teacher_acc - b1["accuracy"] <= 0.05)]
     if not static.empty:
         s = static.sort_values("median_ms").iloc[0]
