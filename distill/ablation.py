@@ -106,7 +106,7 @@ def build_transfer_student(run: Run, name: str, stage_mode: str) -> None:
     inputs = {"student": name, "mode": stage_mode, "params": params, "data": run.key("data"),
               "soft_labels": run.key("soft_labels"), "transfer": run.key("transfer"),
               "code": getattr(student_zoo.REGISTRY[name], "code_version", 1)}
-    if student_zoo.needs_teacher(name):
+    if student_zoo.needs_teacher(name, params):
         inputs["teacher"] = run.key("teacher")
     run.stage(f"students/{name}-{stage_mode}", inputs, build)
 

@@ -285,7 +285,7 @@ class Run:
         inputs = {"student": name, "mode": mode, "params": params, "data": self.key("data"),
                   "soft_labels": self.key("soft_labels") if mode == "distilled" else None,
                   "code": getattr(student_zoo.REGISTRY[name], "code_version", 1)}
-        if student_zoo.needs_teacher(name):
+        if student_zoo.needs_teacher(name, params):
             inputs["teacher"] = self.key("teacher")
         self.stage(f"students/{name}-{mode}", inputs, build)
 
@@ -303,9 +303,9 @@ class Run:
         return extra
 
     def new_student(self, name: str, params: dict):
-        """An unfitted student; one initialised from the teacher (transformer, born_again) is pointed at it."""
+        """An unfitted student; one initialised from the teacher (transformer, static, ...) is pointed at it."""
         est = student_zoo.build(name, {**params, "progress": self.progress})
-        if student_zoo.needs_teacher(name):
+        if student_zoo.needs_teacher(name, params):
             est.set_params(teacher=str(self.teacher_dir()))
         return est
 

@@ -55,6 +55,15 @@ def test_new_students_declare_their_family():
     assert family_of(None).name == "transformer"   # the teacher
 
 
+def test_only_the_teacher_embedding_bilstm_is_pointed_at_the_teacher(tiny_run):
+    assert tiny_run.new_student("bilstm", {"embedding": "glove-50d"}).teacher is None
+    student = tiny_run.new_student("bilstm", {"embedding": "teacher", "pca_dims": 8, "epochs": 1, "hidden": 8})
+    assert student.teacher == str(tiny_run.teacher_dir())
+    texts = ["a fine film", "a dull film", "fine acting", "dull plot"]
+    student.fit(texts, [1, 0, 1, 0])
+    assert student.module_.embedding.weight.shape[1] == 8 and student.embedding_coverage_ > 0
+
+
 def test_transformer_and_static_students_export_validate_bench_and_serve(new_run, tmp_path):
     manifest = {(v["model"], v["backend"]): v for v in read_manifest(new_run.dir / "export" / "manifest.json")
                 ["variants"]}

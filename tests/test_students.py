@@ -200,14 +200,31 @@ def test_lr_on_logits_matches_sklearn_with_sample_weights():
 def test_bilstm_glove_initialises_embeddings():
     from distill.students.bilstm import load_glove
     est = BiLSTMClassifier(embedding="glove-50d", hidden=8, epochs=0, progress=False).fit(*TRAIN)
-    assert est.glove_coverage_ == 1.0                      # every word of the synthetic set is in GloVe
+    assert est.embedding_coverage_ == 1.0                      # every word of the synthetic set is in GloVe
     words, vectors = load_glove()
     row = words.index("excellent")
     np.testing.assert_allclose(est.module_.embedding.weight[est.vocab_["excellent"]].detach().numpy(),
                                vectors[row], rtol=1e-6)
     rand = BiLSTMClassifier(embedding="random", hidden=8, epochs=0, progress=False).fit(*TRAIN)
-    assert rand.glove_coverage_ == 0
+    assert rand.embedding_coverage_ == 0
     assert not np.allclose(rand.module_.embedding.weight[rand.vocab_["excellent"]].detach().numpy(), vectors[row])
+
+
+def test_bilstm_teacher_embeddings_are_the_teachers_model2vec_vectors(tiny_teacher_dir):
+    from tokenizers import Tokenizer
+
+    from distill.students.static import teacher_static_embeddings
+    est = BiLSTMClassifier(embedding="teacher", teacher=str(tiny_teacher_dir), pca_dims=8, hidden=8, epochs=0,
+                           progress=False).fit(*TRAIN)
+    table, tokenizer_json = teacher_static_embeddings(tiny_teacher_dir, 8)
+    assert est.module_.embedding.weight.shape == (len(est.vocab_), 8) and est.embedding_coverage_ == 1.0
+    pieces = Tokenizer.from_str(tokenizer_json).encode("excellent", add_special_tokens=False).ids
+    np.testing.assert_allclose(est.module_.embedding.weight[est.vocab_["excellent"]].detach().numpy(),
+                               table[pieces].mean(axis=0), rtol=1e-5, atol=1e-7)
+    with pytest.raises(UserError, match="needs the teacher"):
+        BiLSTMClassifier(embedding="teacher", epochs=0, progress=False).fit(*TRAIN)
+    with pytest.raises(UserError, match="unknown embedding 'word2vec'"):
+        BiLSTMClassifier(embedding="word2vec", epochs=0, progress=False).fit(*TRAIN)
 
 
 @pytest.mark.parametrize("loss", ["mse", "kl", "mix"])
@@ -283,3 +300,4 @@ def test_registry_build_filters_params_and_rejects_unknown():
     with pytest.raises(UserError, match="unknown student 'svm'"):
         zoo.build("svm", {})
     assert not zoo.needs_teacher("tfidf_lr") and not zoo.needs_teacher("bilstm")
+    assert zoo.needs_teacher("bilstm", {"embedding": "teacher"}) and zoo.needs_teacher("static")

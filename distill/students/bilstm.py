@@ -1,4 +1,9 @@
-"""A BiLSTM student (Tang et al. 2019): GloVe-initialised embeddings, one bidirectional LSTM, max-pooling, an MLP."""
+"""A BiLSTM student (Tang et al. 2019): pretrained word embeddings, one bidirectional LSTM, max-pooling, an MLP.
+
+The embeddings start as GloVe 6B 50d, or as the fine-tuned teacher's own Model2Vec table (`embedding="teacher"`): every
+token of the teacher's vocabulary run through the fine-tuned teacher once (students/static.py), a word being the mean
+of its subword vectors. Those vectors already separate what the teacher learnt to separate, which GloVe's do not.
+"""
 from __future__ import annotations
 
 import re
@@ -10,6 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from ..losses import student_loss
 from .early_stopping import EarlyStopping, dev_score
 from .soft import is_soft
@@ -68,8 +74,27 @@ class BiLSTMNet(nn.Module):
         return self.head(pooled)
 
 
+def teacher_word_vectors(teacher, pca_dims: int, words: list[str]) -> np.ndarray:
+    """One vector per word: the mean of the teacher's Model2Vec vectors of its subword tokens (zeros for none)."""
+    from tokenizers import Tokenizer
+
+    from .static import teacher_static_embeddings
+    table, tokenizer_json = teacher_static_embeddings(teacher, pca_dims)
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    vectors = np.zeros((len(words), table.shape[1]), dtype=np.float32)
+    for row, encoding in enumerate(tokenizer.encode_batch(words, add_special_tokens=False)):
+        if encoding.ids:
+            vectors[row] = table[encoding.ids].mean(axis=0)
+    return vectors
+
+
 class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
     """BiLSTM over words. `fit(texts, y)`: y = labels (cross-entropy) or teacher logits (`loss`: mse | kl | mix).
+
+    `embedding`: glove-50d | teacher (the fine-tuned teacher's Model2Vec vectors, `pca_dims` wide; needs `teacher`,
+    its model dir) | random.
 
     `anneal=True` replaces the distillation loss by teacher annealing (target slides from teacher to gold label).
     Early stopping uses `eval_set=(texts, labels)` when given.
@@ -80,8 +105,10 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,
                  dropout=0.3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=2, seed=13,
-                 progress=True, class_weights=None, dev_metric=None):
+                 progress=True, class_weights=None, dev_metric=None, teacher=None, pca_dims=256):
         self.embedding = embedding
+        self.teacher = teacher
+        self.pca_dims = pca_dims
         self.hidden = hidden
         self.max_length = max_length
         self.epochs = epochs
@@ -97,6 +124,11 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
         self.class_weights = class_weights
         self.dev_metric = dev_metric
+
+    @staticmethod
+    def uses_teacher(params: dict) -> bool:
+        """Only the teacher-embedding variant depends on the teacher (and so is keyed by it)."""
+        return params.get("embedding") == "teacher"
 
     # --- text -> ids -------------------------------------------------------------------------------------------
     def encode(self, texts) -> torch.Tensor:
@@ -114,19 +146,27 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
         for word, _ in counts.most_common():
             self.vocab_[word] = len(self.vocab_)
 
-    def _init_embeddings(self, net, rng):
+    def _pretrained_vectors(self) -> np.ndarray | None:
+        """Starting vectors, one row per vocabulary entry (NaN: none, keep the random one); None for `random`."""
         if self.embedding == "random":
-            return 0
-        words, vectors = load_glove()
-        position = {w: i for i, w in enumerate(words)}
-        weight = net.embedding.weight.data
-        found = 0
-        for word, idx in self.vocab_.items():
-            j = position.get(word)
-            if j is not None:
-                weight[idx] = torch.from_numpy(np.array(vectors[j]))
-                found += 1
-        return found
+            return None
+        words = list(self.vocab_)
+        if self.embedding == "teacher":
+            if not self.teacher:
+                raise UserError("embedding='teacher' needs the teacher: set `teacher` to its model dir")
+            vectors = teacher_word_vectors(self.teacher, self.pca_dims, words)
+            vectors[~np.abs(vectors).any(axis=1)] = np.nan
+        elif self.embedding == "glove-50d":
+            glove_words, glove = load_glove()
+            position = {w: i for i, w in enumerate(glove_words)}
+            vectors = np.full((len(words), glove.shape[1]), np.nan, dtype=np.float32)
+            for idx, word in enumerate(words):
+                if word in position:
+                    vectors[idx] = glove[position[word]]
+        else:
+            raise UserError(f"unknown embedding {self.embedding!r}; choose glove-50d, teacher or random")
+        vectors[[PAD, UNK]] = np.nan
+        return vectors
 
     # --- training ----------------------------------------------------------------------------------------------
     def fit(self, X, y, hard_labels=None, eval_set=None):
@@ -150,9 +190,15 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
         if soft and (self.loss == "mix" or self.anneal) and hard_labels is None:
             raise ValueError("loss='mix' and anneal=True need hard_labels")
         self._build_vocab(X)
-        dim = 50
+        vectors = self._pretrained_vectors()
+        dim = 50 if vectors is None else vectors.shape[1]
         self.module_ = BiLSTMNet(len(self.vocab_), dim, self.hidden, num_classes, self.dropout)
-        self.glove_coverage_ = self._init_embeddings(self.module_, rng) / max(1, len(self.vocab_) - 2)
+        known = np.zeros(len(self.vocab_), dtype=bool)
+        if vectors is not None:
+            known = ~np.isnan(vectors).any(axis=1)
+            with torch.no_grad():
+                self.module_.embedding.weight[torch.from_numpy(known)] = torch.from_numpy(vectors[known])
+        self.embedding_coverage_ = float(known.sum() / max(1, len(self.vocab_) - 2))
         opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr)
 
         ids = [self.encode([t])[0] for t in X]

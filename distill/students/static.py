@@ -49,6 +49,11 @@ def _weights_stamp(teacher: str):
     return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
+def teacher_static_embeddings(teacher, pca_dims: int) -> tuple[np.ndarray, str]:
+    """The fine-tuned teacher's Model2Vec table and tokenizer JSON, distilled once per process and weights."""
+    return distil_static(str(teacher), pca_dims, _weights_stamp(str(teacher)))
+
+
 class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     """Model2Vec embeddings of the teacher + mean pooling + a linear head.
 
@@ -143,8 +148,7 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("loss='mix' and anneal=True need hard_labels")
         num_classes = y.shape[1] if soft else int(y.max()) + 1
         self.classes_ = np.arange(num_classes)
-        embeddings, self.tokenizer_json_ = distil_static(str(self.teacher), self.pca_dims,
-                                                         _weights_stamp(str(self.teacher)))
+        embeddings, self.tokenizer_json_ = teacher_static_embeddings(self.teacher, self.pca_dims)
         self._tokenizer = None
         bag = nn.EmbeddingBag.from_pretrained(torch.from_numpy(embeddings.copy()), freeze=not self.train_embeddings,
                                               mode="mean")
