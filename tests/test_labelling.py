@@ -25,11 +25,26 @@ def test_auto_exports_both_candidates_and_takes_the_fastest_that_passes(tiny_run
     trials = {t["backend"]: t for t in info["trials"]}
     assert set(trials) == {"torch", "onnx-int8", "ort-opt"}
     assert trials["ort-opt"]["mean_abs_diff"] < 1e-3 and trials["ort-opt"]["passed"]  # fp32: the same function
-    passed = [t for t in info["trials"] if t["passed"]]
-    assert info["backend"] == max(passed, key=lambda t: t["texts_per_second"])["backend"]
+    assert info["backend"] == labelling.pick(info["trials"])["backend"]
     for backend in ("onnx-int8", "ort-opt"):  # kept for bench to reuse
         assert tiny_run.labeller_export(backend) is not None
     assert info["backend"] in tiny_run.stage_info("soft_labels")["logits_source"] or info["backend"] == "torch"
+
+
+def trial(backend, rate, passed=True):
+    return {"backend": backend, "texts_per_second": rate, "passed": passed}
+
+
+@pytest.mark.parametrize("torch_rate, int8_passed, expected", [
+    (21, True, "onnx-int8"),    # int8 fastest and faithful
+    (21, False, "ort-opt"),     # a near tie with PyTorch keeps the faithful export: the choice must not follow noise
+    (30, False, "torch"),       # PyTorch 1.5x faster (a GPU): it labels
+    (21, None, "torch"),        # no export passed
+])
+def test_pick_prefers_a_faithful_export_unless_torch_is_clearly_faster(torch_rate, int8_passed, expected):
+    trials = [trial("torch", torch_rate), trial("onnx-int8", 32, bool(int8_passed)),
+              trial("ort-opt", 19, int8_passed is not None)]
+    assert labelling.pick(trials)["backend"] == expected
 
 
 def test_labeller_logits_match_the_recorded_validation(tiny_run, dev_sample):
