@@ -13,8 +13,8 @@ The choice is the cached stage `labeller` (keyed by the teacher and this section
 backends (auto: ONNX int8 and ORT-optimised fp32, with optimum and onnxruntime, the same files bench times), runs
 each and PyTorch on the first `validation_texts` dev texts, and keeps the fastest export whose logits stay within
 `tolerance` of PyTorch's; PyTorch itself when none does, or when it is clearly faster (`TORCH_MARGIN`: a GPU, say).
-A backend named outright must pass the same check. Soft
-labels and the transfer set record which backend made their logits (`logits_source` in their stage info).
+A backend named outright must pass the same check. Soft labels and the transfer set record which backend made their
+logits (`logits_source` in their stage info).
 
 `engine` says where that backend runs, not what it computes, so it is not part of the `labeller` stage's key: "local"
 labels in this process; "ray" hands the texts to a pool of replicas on a Ray cluster (Ray Data), resumable shard by
