@@ -200,7 +200,7 @@ def test_lr_on_logits_matches_sklearn_with_sample_weights():
 def test_bilstm_glove_initialises_embeddings():
     from distill.students.bilstm import load_glove
     est = BiLSTMClassifier(embedding="glove-50d", hidden=8, epochs=0, progress=False).fit(*TRAIN)
-    assert est.embedding_coverage_ == 1.0                      # every word of the synthetic set is in GloVe
+    assert est.embedding_coverage_ == 1.0                  # every word of the synthetic set is in GloVe
     words, vectors = load_glove()
     row = words.index("excellent")
     np.testing.assert_allclose(est.module_.embedding.weight[est.vocab_["excellent"]].detach().numpy(),
