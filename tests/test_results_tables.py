@@ -1,14 +1,12 @@
 """scripts/results_tables.py: the README's tables, made from the committed result files."""
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from scripts import results_tables
+
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("results_tables", ROOT / "scripts" / "results_tables.py")
-results_tables = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(results_tables)
 
 TEACHER_ACC, TEACHER_MS = 0.90, 100.0
 
