@@ -25,7 +25,7 @@ from .zoo import read_manifest
 from .guard import WaitBudget
 
 BATCH_SIZES = "1,8,32,128"
-MODES = "e2e,prepare,model"
+TIMING_MODES = "e2e,prepare,model"
 REFERENCE = ("teacher", "torch")
 
 
@@ -34,7 +34,7 @@ def pytest_addoption(parser):
     g.addoption("--profile", default=os.environ.get("PROFILE", "default"), help="profile whose run to benchmark")
     g.addoption("--artifacts", default="artifacts", help="artifact root (default: artifacts)")
     g.addoption("--batch-sizes", default=BATCH_SIZES, help=f"comma-separated (default: {BATCH_SIZES})")
-    g.addoption("--modes", default=MODES, help="e2e (raw text in, tokenising included), prepare (tokenising or "
+    g.addoption("--modes", default=TIMING_MODES, help="e2e (raw text in, tokenising included), prepare (tokenising or "
                 "vectorising alone) and/or model (pre-tokenised input)")
     g.addoption("--variants", default="", help="regex on model/backend, e.g. 'teacher|bilstm' (default: all)")
     g.addoption("--threads", type=int, default=os.cpu_count(), help="torch and ORT intra-op threads")

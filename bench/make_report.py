@@ -151,7 +151,8 @@ def main(argv=None) -> int:
     total = now - (args.started or started)
     rows = stage_table(timer, setup, total)
     write_json(run.reports / "timings.json", {
-        "profile": run.profile, "base_profile": args.profile, "finished": time.strftime("%FT%T"), "total_seconds": round(total, 1),
+        "profile": run.profile, "base_profile": args.profile, "finished": time.strftime("%FT%T"),
+        "total_seconds": round(total, 1),
         "setup_seconds": None if setup is None else round(setup, 1), "ablation": not args.no_ablation,
         "batch_sizes": batch_sizes, "bench_seconds": args.bench_seconds,
         "steps": timer.steps, "stages": timer.stages, "table": rows, "environment": environment()})

@@ -252,7 +252,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-drop", type=float, help="name the fastest variant within this many accuracy points "
                    "of the teacher")
     args = p.parse_args(argv)
-    result = build_report(runs.run_name(args.profile, args.data, args.name), args.artifacts, args.reports, args.budget_ms, args.max_drop)
+    result = build_report(runs.run_name(args.profile, args.data, args.name), args.artifacts, args.reports,
+                          args.budget_ms, args.max_drop)
     print("\n".join(summary(result["table"])))
     for line in result["picks"]:
         print(f"pick: {line}")

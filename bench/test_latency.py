@@ -41,7 +41,8 @@ def test_latency(benchmark, bench_context, variant, batch_size, mode):
     fn = repeated(fn, planted_slowdown(pred.name))
     benchmark.group = f"batch {batch_size:>3} {mode}"
     config = bench_context.config
-    guard = guarded_benchmark(benchmark, fn, arg, bench_context.wait_budget, target_seconds=config.getoption("--bench-seconds"),
+    guard = guarded_benchmark(benchmark, fn, arg, bench_context.wait_budget,
+                              target_seconds=config.getoption("--bench-seconds"),
                               threshold=config.getoption("--load-threshold"))
     benchmark.extra_info.update({
         "model": variant["model"], "backend": variant["backend"], "kind": variant["kind"],

@@ -35,7 +35,8 @@ def open_run(profile: str, artifacts="artifacts", reports="reports") -> Run:
     cfg = saved_config(artifacts, profile)
     if cfg is None and profile not in available_profiles():
         raise UserError(f"no run named {profile!r} in {artifacts}/ and no such profile; make it first with "
-                        f"`mbtb distill --name {profile} --data ...`, or choose one of {', '.join(available_profiles())}")
+                        f"`mbtb distill --name {profile} --data ...`, or choose one of "
+                        f"{', '.join(available_profiles())}")
     return Run(profile, cfg or load_profile(profile), artifacts, reports, progress=False, log=lambda *_: None)
 
 

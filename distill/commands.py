@@ -27,8 +27,9 @@ def usage(prog: str = "mbtb") -> str:
              "Distil a fine-tuned BERT into small students and measure the accuracy kept and the latency saved.", "",
              "commands:"]
     lines += [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
-    lines += ["", "examples:", f"  {prog} report --profile smoke", f"  {prog} report --data reviews.csv --text-col body "
-              "--label-col stars", f"  {prog} serve --name reviews --port 8000"]
+    lines += ["", "examples:", f"  {prog} report --profile smoke",
+              f"  {prog} report --data reviews.csv --text-col body --label-col stars",
+              f"  {prog} serve --name reviews --port 8000"]
     return "\n".join(lines)
 
 

@@ -9,7 +9,6 @@ replaces the old one only when complete, so an interrupted run resumes where it 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import shutil
 import time
@@ -303,15 +302,19 @@ class Run:
         return extra
 
     def new_student(self, name: str, params: dict):
-        """An unfitted student; one initialised from the teacher (transformer, static, ...) is pointed at it."""
+        """An unfitted student; one initialised from the teacher (transformer, static, ...) is pointed at it, and one
+        that caches work on it between processes (the teacher's Model2Vec table) at artifacts/<profile>/.cache."""
         est = student_zoo.build(name, {**params, "progress": self.progress})
         if student_zoo.needs_teacher(name, params):
             est.set_params(teacher=str(self.teacher_dir()))
+            if "memory" in est.get_params():
+                est.set_params(memory=str(self.dir / ".cache"))
         return est
 
     def fit_student(self, est, texts, targets, hard_labels=None) -> float:
-        """Fit, passing the dev split and gold labels to students whose `fit` takes them. Returns seconds."""
-        accepts = inspect.signature(est.fit).parameters
+        """Fit, passing the dev split and gold labels to students whose `fit` takes them (`fit_extras`). Returns
+        seconds."""
+        accepts = getattr(est, "fit_extras", ())
         fit_kwargs = {}
         if "eval_set" in accepts:
             fit_kwargs["eval_set"] = datasets.texts_labels(self.split(), "dev")

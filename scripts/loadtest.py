@@ -99,7 +99,8 @@ def run_locust(url: str, args) -> dict:
     endpoints = {r["Name"]: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
                              "p50_ms": float(r["50%"]), "p99_ms": float(r["99%"]),
                              "requests_per_s": float(r["Requests/s"])} for r in rows}
-    return {"locust_exit": code, "serve_args": args.serve_args, "seconds": round(seconds, 1), "clients": args.clients, "with_batch": args.with_batch,
+    return {"locust_exit": code, "serve_args": args.serve_args, "seconds": round(seconds, 1), "clients": args.clients,
+            "with_batch": args.with_batch,
             "load_average_1min": {"before": load_before[0], "after": load_after[0]}, "cpu_count": os.cpu_count(),
             "machine": {"cpu": environment()["cpu"], "cpu_flags": cpu_flags()},
             "endpoints": endpoints}
@@ -110,8 +111,9 @@ def table(paths: list[Path]) -> str:
     def cell(endpoints, name, field, fmt="{:,.0f}"):
         return fmt.format(endpoints[name][field]) if name in endpoints else "—"
 
-    rows = ["| result | server arguments | `/predict` req/s | p50 / p99 ms | bad input p50 / p99 ms | `/health` p50 / p99 ms "
-            "| errors | 1-min load average (before → after) |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| result | server arguments | `/predict` req/s | p50 / p99 ms | bad input p50 / p99 ms "
+            "| `/health` p50 / p99 ms | errors | 1-min load average (before → after) |",
+            "|---|---|---|---|---|---|---|---|"]
     for path in paths:
         r = json.loads(path.read_text())
         e = r["endpoints"]

@@ -50,6 +50,14 @@ def test_annealing_is_real_for_neural_students_and_a_fixed_mix_for_linear_ones(a
     assert "mix" in ablation_run.stage_info("students/tfidf_lr-annealed")["annealing"]
 
 
+def test_students_on_the_teachers_table_keep_it_in_the_runs_cache(ablation_run):
+    """The static student's Model2Vec table is stored once under artifacts/<profile>/.cache, not in a stage."""
+    cache = ablation_run.dir / ".cache"
+    assert ablation_run.student("static-augmented").memory == str(cache)
+    assert ablation_run.student("tfidf_lr-augmented").get_params().get("memory") is None
+    assert len(list(cache.rglob("output.pkl"))) == 1
+
+
 def test_second_run_is_all_cached(ablation_run):
     built = []
     run = Run("tiny", ablation_run.cfg, ablation_run.dir.parent, ablation_run.reports.parent, progress=False,

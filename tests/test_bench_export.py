@@ -25,14 +25,13 @@ from bench.families import FAMILIES
 from distill import data as datasets
 from distill.errors import UserError
 from distill.metrics import evaluate
-from distill.pipeline import Run
+from distill.pipeline import MODES, Run
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
 TEACHER_BACKENDS = ["torchscript", "torch-int8", "onnx", "ort-opt", "onnx-int8"]
 BILSTM_BACKENDS = ["torchscript", "onnx", "onnx-int8"]
 SKLEARN = ["tfidf_lr", "tfidf_ridge", "nb"]
-MODES = ["baseline", "distilled"]
 EXPORTED = ([("teacher", b) for b in TEACHER_BACKENDS]
             + [(f"bilstm-{m}", b) for m in MODES for b in BILSTM_BACKENDS]
             + [(f"{s}-{m}", b) for m in MODES for s in SKLEARN for b in ("onnx", "numpy")]

@@ -53,7 +53,8 @@ def test_help_exits_zero_and_explains(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for text in ("usage: mbtb distill", "--profile", "--name", "--no-finetune", "--metric", "--data", "--text-col", "--label-col", "--teacher",
+    for text in ("usage: mbtb distill", "--profile", "--name", "--no-finetune", "--metric", "--data", "--text-col",
+                 "--label-col", "--teacher",
                  "--students", "--set", "--artifacts", "--reports", "smoke", "default", "full",
                  "data -> teacher", "soft labels", "examples:"):
         assert text in out, text

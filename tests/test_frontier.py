@@ -34,7 +34,8 @@ def bench_cases(run: Run, variants: str, out: Path) -> dict:
                "--bench-seconds", "0.02", "--wait-budget", "1", "--threads", "1", "--benchmark-json", str(out)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    return {(b["extra_info"]["model"], b["extra_info"]["backend"]): b for b in json.loads(out.read_text())["benchmarks"]}
+    benchmarks = json.loads(out.read_text())["benchmarks"]
+    return {(b["extra_info"]["model"], b["extra_info"]["backend"]): b for b in benchmarks}
 
 
 @pytest.fixture(scope="module")

@@ -227,6 +227,37 @@ def test_bilstm_teacher_embeddings_are_the_teachers_model2vec_vectors(tiny_teach
         BiLSTMClassifier(embedding="word2vec", epochs=0, progress=False).fit(*TRAIN)
 
 
+def test_teacher_static_embeddings_are_kept_between_processes(tiny_teacher_dir, tmp_path, monkeypatch, caplog):
+    """With `memory`, a later process reads the distilled table back instead of running the teacher over its whole
+    vocabulary again; what it cannot read back it distils again."""
+    import model2vec.distill
+
+    from distill.students import static
+    memory = tmp_path / "cache"
+    table, tokenizer_json = static.teacher_static_embeddings(tiny_teacher_dir, 8, memory)
+    stored = [p for p in memory.rglob("output.pkl")]
+    assert len(stored) == 1
+    static._cached_distillation.cache_clear()   # as in a new process
+
+    def no_distillation(*args, **kwargs):
+        raise AssertionError("distilled again although the table was stored")
+    monkeypatch.setattr(model2vec.distill, "distill", no_distillation)
+    again, again_json = static.teacher_static_embeddings(tiny_teacher_dir, 8, memory)
+    np.testing.assert_array_equal(again, table)
+    assert again_json == tokenizer_json
+
+    monkeypatch.undo()
+    stored[0].write_bytes(stored[0].read_bytes()[:100])   # a truncated cache file
+    static._cached_distillation.cache_clear()
+    with caplog.at_level("WARNING", logger="joblib"):
+        rebuilt, _ = static.teacher_static_embeddings(tiny_teacher_dir, 8, memory)
+    assert "Exception while loading results" in caplog.text
+    np.testing.assert_allclose(rebuilt, table, rtol=1e-5, atol=1e-7)
+    static._cached_distillation.cache_clear()
+    monkeypatch.setattr(model2vec.distill, "distill", no_distillation)
+    np.testing.assert_array_equal(static.teacher_static_embeddings(tiny_teacher_dir, 8, memory)[0], rebuilt)
+
+
 @pytest.mark.parametrize("loss", ["mse", "kl", "mix"])
 def test_bilstm_distillation_losses(loss):
     texts, gold = TRAIN
@@ -301,3 +332,17 @@ def test_registry_build_filters_params_and_rejects_unknown():
         zoo.build("svm", {})
     assert not zoo.needs_teacher("tfidf_lr") and not zoo.needs_teacher("bilstm")
     assert zoo.needs_teacher("bilstm", {"embedding": "teacher"}) and zoo.needs_teacher("static")
+    assert zoo.needs_teacher("transformer") and zoo.needs_teacher("born_again") and not zoo.needs_teacher("nb")
+    assert not zoo.needs_teacher("svm")
+
+
+@pytest.mark.parametrize("name", sorted(zoo.REGISTRY))
+def test_declarations_match_what_the_student_takes(name):
+    """`fit_extras` and `uses_teacher` are declared for callers; they must name what `fit` and `__init__` take."""
+    import inspect
+    cls = zoo.REGISTRY[name]
+    fit_params = set(inspect.signature(cls.fit).parameters) - {"self", "X", "y"}
+    assert set(getattr(cls, "fit_extras", ())) == fit_params
+    assert hasattr(cls, "uses_teacher") == ("teacher" in cls().get_params())
+    with pytest.raises(TypeError):
+        cls(None)  # keyword-only parameters, as scikit-learn recommends

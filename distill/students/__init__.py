@@ -2,9 +2,12 @@
 
 `fit(texts, y)` takes either hard labels (1-D ints: the baseline) or the teacher's logits (2-D floats: the distilled
 twin). Every student has `predict` and `predict_proba`, so they compose with scikit-learn tools and with each other.
-Students with a `teacher` parameter (transformer, static; the BiLSTM with the teacher's embeddings) are built from
-the teacher's model directory.
-Each student class names its `family` (bench/families.py: how it is served, exported and validated).
+Each student class declares what callers need to know about it, instead of callers inspecting it:
+- `family`: how it is served, exported and validated (bench/families.py);
+- `uses_teacher(params)`: whether, with these parameters, it is built from the teacher's model directory (its
+  `teacher` parameter; transformer, static, the BiLSTM with the teacher's embeddings); absent means never;
+- `fit_extras`: the keyword arguments its `fit` takes beyond (X, y): `hard_labels` (gold labels beside the teacher's
+  logits, for `loss="mix"` and annealing) and `eval_set` (the dev split, for early stopping); absent means none.
 """
 from .bilstm import BiLSTMClassifier
 from .ensemble import AveragingEnsemble
@@ -33,12 +36,10 @@ def build(name: str, params: dict):
 
 
 def needs_teacher(name: str, params: dict | None = None) -> bool:
-    """Whether the student, with these parameters, is initialised from (and so depends on) the fine-tuned teacher.
-    A class whose dependence is optional says when it applies (`uses_teacher(params)`, e.g. the BiLSTM's embedding)."""
-    if name not in REGISTRY or "teacher" not in REGISTRY[name]().get_params():
-        return False
-    uses_teacher = getattr(REGISTRY[name], "uses_teacher", None)
-    return uses_teacher(params or {}) if uses_teacher else True
+    """Whether the student, with these parameters, is initialised from (and so depends on) the fine-tuned teacher:
+    what its class's `uses_teacher(params)` says (the BiLSTM only with `embedding="teacher"`)."""
+    uses_teacher = getattr(REGISTRY.get(name), "uses_teacher", None)
+    return bool(uses_teacher and uses_teacher(params or {}))
 
 
 __all__ = ["REGISTRY", "build", "needs_teacher", "BiLSTMClassifier", "AveragingEnsemble", "BornAgainClassifier",

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..losses import student_loss
+from .batches import length_buckets
 from .early_stopping import EarlyStopping, dev_score
 from .soft import is_soft
 
@@ -74,12 +75,12 @@ class BiLSTMNet(nn.Module):
         return self.head(pooled)
 
 
-def teacher_word_vectors(teacher, pca_dims: int, words: list[str]) -> np.ndarray:
+def teacher_word_vectors(teacher, pca_dims: int, words: list[str], memory=None) -> np.ndarray:
     """One vector per word: the mean of the teacher's Model2Vec vectors of its subword tokens (zeros for none)."""
     from tokenizers import Tokenizer
 
     from .static import teacher_static_embeddings
-    table, tokenizer_json = teacher_static_embeddings(teacher, pca_dims)
+    table, tokenizer_json = teacher_static_embeddings(teacher, pca_dims, memory)
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.no_padding()
     tokenizer.no_truncation()
@@ -94,19 +95,21 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
     """BiLSTM over words. `fit(texts, y)`: y = labels (cross-entropy) or teacher logits (`loss`: mse | kl | mix).
 
     `embedding`: glove-50d | teacher (the fine-tuned teacher's Model2Vec vectors, `pca_dims` wide; needs `teacher`,
-    its model dir) | random.
+    its model dir; `memory`, a directory, keeps the distilled table between processes) | random.
 
     `anneal=True` replaces the distillation loss by teacher annealing (target slides from teacher to gold label).
     Early stopping uses `eval_set=(texts, labels)` when given.
     """
 
     family = "bilstm"
+    fit_extras = ("hard_labels", "eval_set")
     code_version = 2  # part of the cache key: version 1 read padding in its backward direction
 
-    def __init__(self, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,
+    def __init__(self, *, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,
                  dropout=0.3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=2, seed=13,
-                 progress=True, class_weights=None, dev_metric=None, teacher=None, pca_dims=256):
+                 progress=True, class_weights=None, dev_metric=None, teacher=None, pca_dims=256, memory=None):
         self.embedding = embedding
+        self.memory = memory
         self.teacher = teacher
         self.pca_dims = pca_dims
         self.hidden = hidden
@@ -154,7 +157,7 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
         if self.embedding == "teacher":
             if not self.teacher:
                 raise UserError("embedding='teacher' needs the teacher: set `teacher` to its model dir")
-            vectors = teacher_word_vectors(self.teacher, self.pca_dims, words)
+            vectors = teacher_word_vectors(self.teacher, self.pca_dims, words, self.memory)
             vectors[~np.abs(vectors).any(axis=1)] = np.nan
         elif self.embedding == "glove-50d":
             glove_words, glove = load_glove()
@@ -212,7 +215,7 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
         bar = tqdm(total=total, desc="bilstm", disable=not self.progress, leave=False)
         for epoch in range(self.epochs):
             self.module_.train()
-            for batch in _length_buckets(lengths, self.batch_size, rng):
+            for batch in length_buckets(lengths, self.batch_size, rng):
                 width = lengths[batch].max()
                 input_ids = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
@@ -254,11 +257,3 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
-def _length_buckets(lengths, batch_size, rng):
-    """Shuffled batches of similar-length texts: little padding, still random order."""
-    order = np.argsort(lengths + rng.uniform(0, 1, len(lengths)) * 3, kind="stable")
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches

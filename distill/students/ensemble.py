@@ -13,7 +13,7 @@ class AveragingEnsemble(ClassifierMixin, BaseEstimator):
 
     family = "ensemble"
 
-    def __init__(self, estimators=()):
+    def __init__(self, *, estimators=()):
         self.estimators = estimators
 
     def fit(self, X, y):

@@ -48,7 +48,7 @@ class TfidfLogisticRegression(_TfidfStudent):
     own student for the comparison).
     """
 
-    def __init__(self, C=4.0, temperature=1.0, max_features=None, max_iter=2000, class_weights=None):
+    def __init__(self, *, C=4.0, temperature=1.0, max_features=None, max_iter=2000, class_weights=None):
         self.C = C
         self.temperature = temperature
         self.max_features = max_features
@@ -78,7 +78,7 @@ class TfidfRidge(_TfidfStudent):
     Hard labels: regression onto one-hot targets (a ridge classifier). Probabilities are the softmax of the scores.
     """
 
-    def __init__(self, alpha=1.0, max_features=None, class_weights=None):
+    def __init__(self, *, alpha=1.0, max_features=None, class_weights=None):
         self.alpha = alpha
         self.max_features = max_features
         self.class_weights = class_weights
@@ -102,7 +102,7 @@ class TfidfRidge(_TfidfStudent):
 class TfidfNaiveBayes(_TfidfStudent):
     """TF-IDF + multinomial naive Bayes. Teacher logits become fractional class counts (softened by `temperature`)."""
 
-    def __init__(self, alpha=0.3, temperature=1.0, max_features=None, class_weights=None):
+    def __init__(self, *, alpha=0.3, temperature=1.0, max_features=None, class_weights=None):
         self.alpha = alpha
         self.temperature = temperature
         self.max_features = max_features

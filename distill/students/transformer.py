@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..losses import student_loss
+from .batches import length_buckets
 from .early_stopping import EarlyStopping, dev_score
 from .soft import is_soft
 
@@ -96,13 +97,20 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
     `scratch` is a random BERT-tiny shape (128 wide, 2 heads) with `layers` layers; `fresh` is the teacher's own
     shape with random weights. `freeze_word_embeddings` keeps word embeddings copied from the teacher fixed: they
     are most of a small student's weights (30k x 384 for MiniLM), and updating them every step costs more CPU time
-    than the layers themselves while the teacher's are already good. `hidden_weight` > 0 adds the mean squared error between the student's hidden states
-    and the teacher's (through a learned projection when the widths differ); it runs the teacher on every batch.
+    than the layers themselves while the teacher's are already good. `hidden_weight` > 0 adds the mean squared
+    error between the student's hidden states and the teacher's (through a learned projection when the widths
+    differ); it runs the teacher on every batch.
     """
 
     family = "transformer"
+    fit_extras = ("hard_labels", "eval_set")
 
-    def __init__(self, teacher=None, layers=3, init="teacher", layer_choice="uniform", max_length=64, epochs=2,
+    @staticmethod
+    def uses_teacher(params: dict) -> bool:
+        """Initialised from the teacher (its layers, or its shape with `init="fresh"`), whatever the parameters."""
+        return True
+
+    def __init__(self, *, teacher=None, layers=3, init="teacher", layer_choice="uniform", max_length=64, epochs=2,
                  max_steps=0, batch_size=32, lr=1e-4, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
                  alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,
                  progress=True, class_weights=None, dev_metric=None):
@@ -189,7 +197,7 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         bar = tqdm(total=total, desc="transformer", disable=not self.progress, leave=False)
         for epoch in range(self.epochs):
             self.module_.train()
-            for batch in _length_buckets(lengths, self.batch_size, rng):
+            for batch in length_buckets(lengths, self.batch_size, rng):
                 features = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in batch],
                                           "attention_mask": [enc["attention_mask"][i] for i in batch]},
                                          return_tensors="pt").to(dev)
@@ -256,13 +264,16 @@ class BornAgainClassifier(TransformerClassifier):
     (`layers=0`), initialised as a copy of the teacher (`init="teacher"`) or afresh (`init="fresh"`), then
     distilled from the teacher like the small transformer. Costly on CPU: meant for the `full` profile or a GPU."""
 
-    def __init__(self, teacher=None, layers=0, init="teacher", layer_choice="bottom", max_length=64, epochs=2,
+    def __init__(self, *, teacher=None, layers=0, init="teacher", layer_choice="bottom", max_length=64, epochs=2,
                  max_steps=0, batch_size=32, lr=3e-5, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
                  alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,
                  progress=True, class_weights=None, dev_metric=None):
-        super().__init__(teacher, layers, init, layer_choice, max_length, epochs, max_steps, batch_size, lr,
-                         weight_decay, warmup, loss, temperature, alpha, anneal, hidden_weight,
-                         freeze_word_embeddings, patience, seed, progress, class_weights, dev_metric)
+        super().__init__(teacher=teacher, layers=layers, init=init, layer_choice=layer_choice, max_length=max_length,
+                         epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         warmup=warmup, loss=loss, temperature=temperature, alpha=alpha, anneal=anneal,
+                         hidden_weight=hidden_weight, freeze_word_embeddings=freeze_word_embeddings,
+                         patience=patience, seed=seed, progress=progress, class_weights=class_weights,
+                         dev_metric=dev_metric)
 
 
 def _hidden_mse(student_states, teacher_states, pairs, projection, attention_mask):
@@ -273,11 +284,3 @@ def _hidden_mse(student_states, teacher_states, pairs, projection, attention_mas
         diff = (projection(student_states[s]) - teacher_states[t]) * mask
         total = total + diff.pow(2).sum() / (mask.sum() * teacher_states[t].shape[-1])
     return total / len(pairs)
-
-
-def _length_buckets(lengths, batch_size, rng):
-    """Shuffled batches of similar-length texts: little padding, still random order."""
-    order = np.argsort(lengths + rng.uniform(0, 1, len(lengths)) * 3, kind="stable")
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
