@@ -80,3 +80,25 @@ def test_cli_rejects_an_unknown_student_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "unknown student(s) nope" in err
     assert not (tmp_path / "a").exists()
+
+
+def test_seed_ensembles_script_retrains_the_runs_bilstm_and_averages_seeds(ablation_run, tmp_path):
+    """scripts/seed_ensembles.py: its seed-13 BiLSTM is the run's bilstm-augmented (the same recipe, so the seed is
+    the only difference between members), and its table has one row per seed, ensemble and mix."""
+    from scripts import seed_ensembles
+    texts = ablation_run.split()["text"].tolist()[:50]
+    retrained = seed_ensembles.train_bilstm(ablation_run, 13, "augmented")
+    np.testing.assert_allclose(retrained.predict_proba(texts),
+                               ablation_run.student("bilstm-augmented").predict_proba(texts), atol=1e-6)
+    assert not np.allclose(seed_ensembles.train_bilstm(ablation_run, 14, "augmented").predict_proba(texts),
+                           retrained.predict_proba(texts))
+
+    out = tmp_path / "seeds.csv"
+    assert seed_ensembles.main(["--profile", "tiny", "--artifacts", str(ablation_run.dir.parent), "--seeds", "13,14",
+                                "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    others = "+".join(n for n in ablation_run.cfg["students"]["ensemble"] if n != "bilstm")
+    assert table["model"].tolist() == ["bilstm seed 13", f"1 bilstm(s) + {others}", "bilstm seed 14",
+                                       "2 bilstms (seeds 13..14)", f"2 bilstm(s) + {others}"]
+    np.testing.assert_allclose(table["of_teacher"], table["test_accuracy"] / table["teacher_accuracy"], atol=1e-3)
+    assert ((table["ci_low"] <= table["test_accuracy"]) & (table["test_accuracy"] <= table["ci_high"])).all()
