@@ -78,7 +78,7 @@ if WITH_BATCH:
 
         @task
         def batch(self):
-            from serve.app import MAX_BATCH_CHARS, MAX_BATCH_ROWS
+            from serve.schemas import MAX_BATCH_CHARS, MAX_BATCH_ROWS
             rows = min(MAX_BATCH_ROWS, MAX_BATCH_CHARS // 100)
             texts = [("x" * 99 + str(i))[:100] for i in range(rows)]
             with self.client.post("/batch", json={"texts": texts}, catch_response=True, name="/batch (maximal)") as r:

@@ -16,7 +16,7 @@ from bench.zoo import native_predictors
 from distill.config import apply_overrides
 from distill.pipeline import Run
 from serve import Example, Missing, create_app, load_run
-from serve.app import MAX_BATCH_CHARS, MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_TEXT_CHARS
+from serve.schemas import MAX_BATCH_CHARS, MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_TEXT_CHARS
 
 
 @pytest.fixture(scope="module")
