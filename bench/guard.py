@@ -111,6 +111,8 @@ def guarded_benchmark(benchmark, fn, arg, budget: WaitBudget, target_seconds=1.0
     benchmark.pedantic(fn, args=(arg,), rounds=rounds, warmup_rounds=0, iterations=1,
                        setup=None, teardown=lambda *a, **k: monitor.round_done())
     monitor.close()
+    # The rounds pytest-benchmark recorded, rewritten in place below. Safe only because no statistic has been read
+    # yet: Stats computes median, iqr, ... as cached properties on first access (when the session reports).
     data = benchmark.stats.stats.data
     bad = monitor.contended_rounds(threshold)
     all_loads = monitor.loads()
