@@ -57,7 +57,7 @@ def _cached_distillation(teacher: str, pca_dims: int, stamp, memory: str | None)
 def teacher_static_embeddings(teacher, pca_dims: int, memory=None) -> tuple[np.ndarray, str]:
     """The fine-tuned teacher's Model2Vec table and tokenizer JSON, distilled once per process and weights, and once
     for good with `memory` (a directory, as in scikit-learn's `Pipeline(memory=...)`; joblib.Memory, which computes
-    again what it cannot read back). The distillation runs the teacher over its whole vocabulary: ~3.5 min for
+    again what it cannot read back). The distillation runs the teacher over its whole vocabulary: ~3.3 min for
     all-mpnet-base-v2 on 2 cores, paid once rather than by every command that trains a student on it."""
     return _cached_distillation(str(teacher), pca_dims, _weights_stamp(str(teacher)),
                                 None if memory is None else str(memory))
