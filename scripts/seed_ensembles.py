@@ -84,8 +84,8 @@ def main(argv=None) -> int:
         rows.append({"model": f"bilstm seed {seed}", "bilstms": 1, "others": "",
                      **scores(members[-1], gold, teacher_accuracy)})
         k = len(members)
-        mean = {part: np.mean([m[part] for m in members], axis=0) for part in texts}
         if k > 1:
+            mean = {part: np.mean([m[part] for m in members], axis=0) for part in texts}
             rows.append({"model": f"{k} bilstms (seeds {seeds[0]}..{seed})", "bilstms": k, "others": "",
                          **scores(mean, gold, teacher_accuracy)})
         if others:

@@ -114,8 +114,8 @@ class InputChecks:
             reasons = {m.name: m.reason for m in self.missing}
             described = [f"{n!r} did not load ({reasons[n]})" if n in reasons else f"{n!r} is unknown"
                          for n in exc.args[0]]
-            raise InputError(422, f"{'; '.join(described)}; available: {', '.join(self.engine.predictors)}") \
-                from None
+            available = ", ".join(self.engine.predictors)
+            raise InputError(422, f"{'; '.join(described)}; available: {available}") from None
 
     def label_index(self, value, where: str) -> int:
         labels = self.labels
