@@ -75,6 +75,17 @@ def variants_of(cfg: dict, name: str) -> list[str]:
     return [v for v in VARIANTS if v != "soft+aug+anneal" or annealed]
 
 
+def transfer_training_data(run: Run) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(texts, teacher logits, reference labels) of the training split + the transfer set: what the `augmented` and
+    `annealed` students learn from. A transfer text's reference label is the teacher's own decision."""
+    texts, gold = datasets.texts_labels(run.split(), "train")
+    transfer = run.transfer_set()
+    extra_logits = transfer[[c for c in transfer.columns if c.startswith("logit_")]].to_numpy(np.float32)
+    targets = np.concatenate([logits_of(run.soft_labels(), "train"), extra_logits])
+    reference = np.concatenate([gold, extra_logits.argmax(1)])
+    return texts + transfer["text"].tolist(), targets, reference
+
+
 def build_transfer_student(run: Run, name: str, stage_mode: str) -> None:
     """Student `name` trained on the original training split + the transfer set, with the teacher's logits as
     targets; `stage_mode` is `augmented` or `annealed`. Settings in [ablation.<name>] override [students.<name>]."""
@@ -82,12 +93,7 @@ def build_transfer_student(run: Run, name: str, stage_mode: str) -> None:
               **run.student_extras()}
 
     def build(tmp):
-        texts, gold = datasets.texts_labels(run.split(), "train")
-        transfer = run.transfer_set()
-        extra_logits = transfer[[c for c in transfer.columns if c.startswith("logit_")]].to_numpy(np.float32)
-        all_texts = texts + transfer["text"].tolist()
-        targets = np.concatenate([logits_of(run.soft_labels(), "train"), extra_logits])
-        reference = np.concatenate([gold, extra_logits.argmax(1)])
+        all_texts, targets, reference = transfer_training_data(run)
         est = run.new_student(name, params)
         annealing = "none"
         if stage_mode == "annealed":

@@ -26,7 +26,7 @@ from tabulate import tabulate
 
 from bench.zoo import open_run
 from distill import data as datasets
-from distill.ablation import fixed_mix_logits
+from distill.ablation import transfer_training_data
 from distill.errors import one_line_errors
 from distill.metrics import evaluate
 from distill.pipeline import logits_of
@@ -36,15 +36,11 @@ def train_bilstm(run, seed: int, mode: str):
     """A BiLSTM as `distill.ablation.build_transfer_student` trains it, with its seed replaced."""
     params = {**run.cfg["students"].get("bilstm", {}), **run.cfg["ablation"].get("bilstm", {}),
               **run.student_extras(), "seed": seed}
-    texts, gold = datasets.texts_labels(run.split(), "train")
-    transfer = run.transfer_set()
-    extra = transfer[[c for c in transfer.columns if c.startswith("logit_")]].to_numpy(np.float32)
-    targets = np.concatenate([logits_of(run.soft_labels(), "train"), extra])
-    reference = np.concatenate([gold, extra.argmax(1)])
+    texts, targets, reference = transfer_training_data(run)
     est = run.new_student("bilstm", params)
     if mode == "annealed":
         est.set_params(anneal=True)
-    run.fit_student(est, texts + transfer["text"].tolist(), targets, reference)
+    run.fit_student(est, texts, targets, reference)
     return est
 
 
