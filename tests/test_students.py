@@ -2,6 +2,10 @@
 expansion, learning an easy task, and the averaging ensemble."""
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -256,6 +260,23 @@ def test_teacher_static_embeddings_are_kept_between_processes(tiny_teacher_dir, 
     static._cached_distillation.cache_clear()
     monkeypatch.setattr(model2vec.distill, "distill", no_distillation)
     np.testing.assert_array_equal(static.teacher_static_embeddings(tiny_teacher_dir, 8, memory)[0], rebuilt)
+
+
+def test_stored_tables_of_retrained_teachers_are_pruned(tiny_teacher_dir, tmp_path, monkeypatch):
+    """Each retraining of the teacher at the same path stores a new table; only the KEPT_TABLES most recently used
+    stay on disk, the current one among them."""
+    from distill.students import static
+    monkeypatch.setattr(static, "KEPT_TABLES", 2)
+    memory = tmp_path / "cache"
+    teacher = shutil.copytree(tiny_teacher_dir, tmp_path / "teacher")
+    weights = next(Path(teacher).glob("*.safetensors"))
+    for retrain in range(4):
+        os.utime(weights, ns=(retrain * 10**9, retrain * 10**9))   # as if saved again: a new stamp, a new key
+        current, _ = static.teacher_static_embeddings(teacher, 8, memory)
+    assert len(list(memory.rglob("output.pkl"))) == 2
+    static._cached_distillation.cache_clear()
+    monkeypatch.setattr("model2vec.distill.distill", lambda *a, **k: pytest.fail("the current table was pruned"))
+    np.testing.assert_array_equal(static.teacher_static_embeddings(teacher, 8, memory)[0], current)
 
 
 @pytest.mark.parametrize("loss", ["mse", "kl", "mix"])

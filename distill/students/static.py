@@ -49,9 +49,17 @@ def _weights_stamp(teacher: str):
     return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
+# Tables kept on disk (~30 MB each for all-mpnet-base-v2); a teacher retrained at the same path leaves its old table
+# unreachable (the stamp is in the key), so the least recently used beyond these are removed.
+KEPT_TABLES = 4
+
+
 @functools.lru_cache(maxsize=2)
 def _cached_distillation(teacher: str, pca_dims: int, stamp, memory: str | None) -> tuple[np.ndarray, str]:
-    return joblib.Memory(memory, verbose=0).cache(distil_static)(teacher, pca_dims, stamp)
+    disk = joblib.Memory(memory, verbose=0)
+    table = disk.cache(distil_static)(teacher, pca_dims, stamp)
+    disk.reduce_size(items_limit=KEPT_TABLES)
+    return table
 
 
 def teacher_static_embeddings(teacher, pca_dims: int, memory=None) -> tuple[np.ndarray, str]:
