@@ -16,8 +16,8 @@ import torch
 
 from distill import teacher as T
 from distill.cli import main as distill_main
-from distill.commands import COMMANDS
-from distill.commands import main as mbtb
+from mbtb.commands import COMMANDS
+from mbtb.commands import main as mbtb
 from distill.errors import UserError
 from distill.metrics import Metric, evaluate
 from distill.pipeline import class_weights
@@ -237,7 +237,7 @@ def test_help_into_a_pipe_nobody_reads_ends_quietly():
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        done = subprocess.run([sys.executable, "-m", "distill.commands", "--help"], stdout=write_end,
+        done = subprocess.run([sys.executable, "-m", "mbtb", "--help"], stdout=write_end,
                               stderr=subprocess.PIPE, text=True, timeout=120)
     finally:
         os.close(write_end)

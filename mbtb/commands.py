@@ -1,4 +1,4 @@
-"""`mbtb`: one command line for every stage (installed with the package; `python -m distill.commands` too).
+"""`mbtb`: one command line for every stage (installed with the package; `python -m mbtb` too).
 
 Each subcommand is the `main` of one module, so `mbtb distill ...` and `python -m distill ...` are the same thing.
 """
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         print(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)} (mbtb --help)",
               file=sys.stderr)
         return 2
-    from .accelerated import main_or_help
+    from distill.accelerated import main_or_help
     module = importlib.import_module(COMMANDS[command][0])
     # Under `accelerate launch`, every process but the main one only helps the teacher's fine-tune.
     return main_or_help(lambda: module.main(rest)) or 0
