@@ -9,7 +9,9 @@ tree first on PYTHONPATH, so `bench.zoo` below is the code of the revision being
 
 Each request times `calls` back-to-back end-to-end predictions (raw text in, probabilities out) after one untimed call.
 `--plant MODEL/BACKEND=FACTOR` makes that variant do FACTOR times its work on average (1.3: one extra call in every
-~3.3): how the gate's tests and README figures plant a slowdown on one side only.
+~3.3): how the gate's tests and README figures plant a slowdown on one side only. bench/test_latency.py plants the
+same way (BENCH_PLANT_SLOWDOWN), with `planted` below: this file imports nothing of its own tree at the top, so the
+measured tree's code is what it loads.
 """
 from __future__ import annotations
 
@@ -39,6 +41,23 @@ def planted(fn, factor: float):
     return slowed
 
 
+def plant_factor(spec: str, name: str) -> float:
+    """The factor `spec` ("model/backend=factor", or "") plants in the variant `name`: 1 when it names another."""
+    target, _, factor = spec.partition("=")
+    return float(factor) if factor and target == name else 1.0
+
+
+def ok_variant_names(run) -> list[str]:
+    """The measured tree's validated variants, read with that tree's own code."""
+    try:
+        from distill.families.manifest import read_manifest
+    except ImportError:   # a base from before the typed manifest: its bench.zoo reads the file
+        from bench.zoo import read_manifest as read_file
+        variants = read_file(run.dir / "export" / "manifest.json")["variants"]
+        return [f"{v['model']}/{v['backend']}" for v in variants if v["status"] == "ok"]
+    return [v.name for v in read_manifest(run.dir).ok()]
+
+
 def send(message: dict) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -58,7 +77,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     try:
-        from bench.zoo import load_variant, open_run, read_manifest
+        from bench.zoo import load_variant, open_run
     except ImportError as exc:
         send({"error": f"this revision has no bench.zoo.load_variant ({exc}); the A/B gate needs a base at or after "
                        "the commit that added it"})
@@ -66,12 +85,9 @@ def main(argv=None) -> int:
     from distill.environment import git_commit
 
     run = open_run(args.profile)
-    manifest = read_manifest(run.dir / "export" / "manifest.json")
-    names = [f"{v['model']}/{v['backend']}" for v in manifest["variants"] if v["status"] == "ok"]
-    names = [n for n in names if re.search(args.variants, n)]
+    names = [n for n in ok_variant_names(run) if re.search(args.variants, n)]
     split = run.split()
     texts = split.loc[split["split"] == "test", "text"].tolist()
-    target, _, factor = args.plant.partition("=")
     models, loaded = run.models(), {}
     send({"variants": names, "commit": git_commit()})
 
@@ -81,7 +97,7 @@ def main(argv=None) -> int:
         if name not in loaded:
             model_id, backend = name.rsplit("/", 1)
             predict = load_variant(run, model_id, backend, models).predict_proba
-            loaded[name] = planted(predict, float(factor)) if name == target else predict
+            loaded[name] = planted(predict, plant_factor(args.plant, name))
         predict = loaded[name]
         batch = (texts * -(-request["batch"] // len(texts)))[: request["batch"]]
         predict(batch)

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from distill.environment import cpu_flags, environment
+from distill.families.exporters import STUDENT_ORT_THREADS
+from distill.families.manifest import Variant, read_manifest
 
-from .exporters import STUDENT_ORT_THREADS
-from .zoo import read_manifest
 from .guard import WaitBudget
 
 BATCH_SIZES = "1,8,32,128"
@@ -45,13 +45,10 @@ def pytest_addoption(parser):
                 help="seconds the whole session may wait for a quiet machine (default: 120)")
 
 
-def _manifest_variants(config) -> list[dict]:
-    path = Path(config.getoption("--artifacts")) / config.getoption("--profile") / "export" / "manifest.json"
-    variants = [v for v in read_manifest(path)["variants"] if v["status"] == "ok"]
+def _manifest_variants(config) -> list[Variant]:
+    variants = read_manifest(Path(config.getoption("--artifacts")) / config.getoption("--profile")).ok()
     pattern = config.getoption("--variants")
-    if pattern:
-        variants = [v for v in variants if re.search(pattern, f"{v['model']}/{v['backend']}")]
-    return variants
+    return [v for v in variants if not pattern or re.search(pattern, v.name)]
 
 
 def pytest_generate_tests(metafunc):
@@ -61,7 +58,7 @@ def pytest_generate_tests(metafunc):
     variants = _manifest_variants(config)
     sizes = [int(b) for b in config.getoption("--batch-sizes").split(",")]
     modes = [m.strip() for m in config.getoption("--modes").split(",")]
-    metafunc.parametrize("variant", variants, ids=[f"{v['model']}/{v['backend']}" for v in variants])
+    metafunc.parametrize("variant", variants, ids=[v.name for v in variants])
     metafunc.parametrize("batch_size", sizes, ids=[f"b{b}" for b in sizes])
     metafunc.parametrize("mode", modes)
 
@@ -79,12 +76,12 @@ class BenchContext:
         self.loaded: dict = {}
         self.wait_budget = WaitBudget(config.getoption("--wait-budget"))
 
-    def predictor(self, variant: dict):
-        key = (variant["model"], variant["backend"])
+    def predictor(self, variant: Variant):
+        key = (variant.model, variant.backend)
         if key not in self.loaded:
             from .zoo import load_variant
             before = psutil.Process().memory_info().rss
-            pred = load_variant(self.run, variant["model"], variant["backend"], self.models)
+            pred = load_variant(self.run, variant.model, variant.backend, self.models)
             pred.predict_proba(self.texts[:8])
             self.loaded[key] = (pred, (psutil.Process().memory_info().rss - before) / 2**20)
         return self.loaded[key]

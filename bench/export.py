@@ -8,7 +8,6 @@ recorded in the manifest; the other variants go on.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import traceback
@@ -18,17 +17,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distill import data as datasets
-from distill.atomic import write_json
-from distill.errors import one_line_errors
 from distill import runs
+from distill.errors import one_line_errors
+from distill.families import family_of
+from distill.families.manifest import Manifest, has_manifest, manifest_path, read_manifest, write_manifest
+from distill.families.registry import BROKEN, LOSSY, drift_verdict
 from distill.metrics import count_params, evaluate
 from distill.pipeline import Run, kind_of, logits_of
+from distill.students.soft import softmax
 from distill.teacher_onnx import quiet_exporters
 
 from . import zoo
-from .families import family_of
-from .predictor import softmax
-from .zoo import GPU_VARIANTS, cuda_backends, gpu_skip_reason, load_variant, loader_context, read_manifest
+from .zoo import GPU_VARIANTS, cuda_backends, gpu_skip_reason, load_variant, loader_context
 
 EXPORT_VERSION = 2   # 2: validation against the family's tolerance
 VALIDATION_SENTENCES = 64
@@ -93,23 +93,22 @@ def score(pred, texts, gold, teacher_probs, reference=None, eval_cfg=None, metri
     return out
 
 
-LOSSY_MIN_AGREEMENT = 0.75   # a broken export agrees at chance (50% on two classes); int8 loss stays well above
-
-
 def check_drift(metrics: dict, tolerance: float, name: str, lossy: bool = False) -> None:
-    """Fail an export whose probabilities move past `tolerance` from its source's; a `lossy` (int8) one that still
-    agrees on at least LOSSY_MIN_AGREEMENT of the labels is kept with a `drift_note`, its accuracy cost scored."""
+    """Fail an export its backend's drift rule (distill/families/registry.py) finds broken; a lossy one (int8) that
+    still agrees on at least LOSSY_MIN_AGREEMENT of the labels is kept with a `drift_note`, its accuracy cost
+    scored."""
     drift = metrics.get("max_abs_diff")
-    if drift is None or drift <= tolerance:
+    if drift is None:
         return
     agreement = metrics.get("label_agreement_with_source", 0.0)
-    if lossy and agreement >= LOSSY_MIN_AGREEMENT:
+    verdict = drift_verdict(drift, agreement, tolerance, lossy)
+    if verdict == LOSSY:
         metrics["drift_note"] = (f"{name} moves probabilities by up to {drift:.3g} (past {tolerance:g}) and agrees "
                                  f"with its source on {agreement:.0%} of {VALIDATION_SENTENCES} test sentences: "
                                  "quantisation loss, kept and scored")
-        return
-    raise ExportDrift(f"validation: {name} moves probabilities by up to {drift:.3g} from its source on "
-                      f"{VALIDATION_SENTENCES} test sentences, past its tolerance {tolerance:g}")
+    if verdict == BROKEN:
+        raise ExportDrift(f"validation: {name} moves probabilities by up to {drift:.3g} from its source on "
+                          f"{VALIDATION_SENTENCES} test sentences, past its tolerance {tolerance:g}")
 
 
 def export_plan(models: dict, backends_filter=None, skip=()) -> list[tuple[str, object, str]]:
@@ -184,13 +183,10 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
             log(f"  export {model_id}/{backend} FAILED: {message}")
             entry.update(status="failed", error=message, traceback=traceback.format_exc(limit=3))
         entries.append(entry)
-    manifest = run.dir / "export" / "manifest.json"
-    if (models_filter or backends_filter) and manifest.exists():  # a partial export keeps the other entries
+    if (models_filter or backends_filter) and has_manifest(run.dir):  # a partial export keeps the other entries
         done = {(e["model"], e["backend"]) for e in entries}
-        entries = [e for e in read_manifest(manifest)["variants"] if (e["model"], e["backend"]) not in done] + entries
-    content = {"profile": run.profile, "variants": entries, "gpu_skip_reason": reason}
-    if not manifest.exists() or read_manifest(manifest) != json.loads(json.dumps(content, default=str)):
-        write_json(manifest, content)  # unchanged content keeps its mtime, so `make` sees nothing new
+        entries = [v.row() for v in read_manifest(run.dir).variants if (v.model, v.backend) not in done] + entries
+    write_manifest(run.dir, Manifest(profile=run.profile, variants=entries, gpu_skip_reason=reason))
     return entries
 
 
@@ -221,7 +217,7 @@ def main(argv=None) -> int:
     print(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".4f"))
     failed = [e for e in entries if e["status"] != "ok"]
     print(f"\n{len(entries) - len(failed)} variants ready, {len(failed)} failed; "
-          f"manifest: {run.dir / 'export' / 'manifest.json'}")
+          f"manifest: {manifest_path(run.dir)}")
     return 0
 
 

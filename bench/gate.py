@@ -24,8 +24,8 @@ from tabulate import tabulate
 
 from distill.atomic import write_json
 from distill.errors import UserError
+from distill.families import FAMILIES
 
-from .families import FAMILIES
 from .results import read_bench, timings
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baselines"

@@ -22,6 +22,7 @@ from pathlib import Path
 from distill.atomic import write_json
 from distill.environment import environment
 from distill.errors import one_line_errors
+from distill.families.manifest import manifest_path
 
 from .timing import BATCH_SIZES, BENCH_SECONDS, time_variants
 
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     if failed:
         print(f"  {len(failed)} export(s) failed and are left out: {', '.join(failed)}")
     bench_json = run.reports / "bench.json"
-    current = bench_is_current(bench_json, run.dir / "export" / "manifest.json", batch_sizes)
+    current = bench_is_current(bench_json, manifest_path(run.dir), batch_sizes)
     with timer.step("bench", "unchanged since the last run: not timed again" if current and not args.rebench
                     else f"batch {args.batch_sizes}, {args.bench_seconds:g} s per case") as record:
         if not current or args.rebench:

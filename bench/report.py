@@ -17,9 +17,9 @@ from tabulate import tabulate
 from distill import runs
 from distill.atomic import atomic_path, write_json, write_text
 from distill.errors import one_line_errors
+from distill.families import FAMILIES
+from distill.families.manifest import read_manifest
 
-from .export import read_manifest
-from .families import FAMILIES
 from .results import frontier, harness_overhead_ms, join, metric_name, pareto_front, pick, read_bench, scored
 
 HEADLINE = ["model", "backend", "trained_on", "accuracy", "ci", "median_ms", "p90_ms", "speedup", "size_mb", "pareto"]
@@ -221,7 +221,7 @@ def summary_record(profile, table, bench, overhead_ms, picks) -> dict:
 
 def build_report(profile: str, artifacts="artifacts", reports="reports", budget_ms=None, max_drop=None) -> dict:
     out = Path(reports) / profile
-    manifest = read_manifest(Path(artifacts) / profile / "export" / "manifest.json")
+    manifest = read_manifest(Path(artifacts) / profile)
     bench = read_bench(out / "bench.json")
     table = join(manifest, bench)
     picks = []
@@ -232,8 +232,8 @@ def build_report(profile: str, artifacts="artifacts", reports="reports", budget_
         table.to_csv(tmp, index=False, float_format="%.6g")
     plot(table, out / "pareto.png")
     overhead = harness_overhead_ms(bench)
-    drift_notes = [v["drift_note"] for v in manifest["variants"] if v.get("status") == "ok" and v.get("drift_note")]
-    md_text = markdown(profile, table, bench, picks, manifest.get("gpu_skip_reason"), overhead, drift_notes)
+    drift_notes = [v.get("drift_note") for v in manifest.ok() if v.get("drift_note")]
+    md_text = markdown(profile, table, bench, picks, manifest.gpu_skip_reason, overhead, drift_notes)
     write_text(out / "report.md", md_text)
     write_json(out / "summary.json", summary_record(profile, table, bench, overhead, picks))
     write_text(out / "report.html", html_page(profile, md_text, table, out / "pareto.png"))

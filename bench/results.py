@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from distill.errors import UserError
+from distill.families.manifest import Manifest
 from distill.pipeline import TRAINED_ON, mode_of
 
 HARNESS = ("harness", "noop")   # bench/test_latency.py:test_harness_overhead
@@ -39,9 +40,9 @@ def timings(bench: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def join(manifest: dict, bench: dict) -> pd.DataFrame:
+def join(manifest: Manifest, bench: dict) -> pd.DataFrame:
     """results.csv: accuracy facts of each variant (manifest) x end-to-end timings, model-only median beside."""
-    variants = pd.DataFrame([v for v in manifest["variants"] if v["status"] == "ok"])
+    variants = pd.DataFrame([v.row() for v in manifest.ok()])
     keep = ["model", "backend", "kind", "family", "metric", "score", "score_low", "score_high", "accuracy", "ci_low",
             "ci_high", "macro_f1", "agreement", "cosine_to_teacher", "max_abs_diff", "size_bytes", "params"]
     variants = variants[[c for c in keep if c in variants]]
@@ -62,17 +63,11 @@ def join(manifest: dict, bench: dict) -> pd.DataFrame:
     return table.sort_values(["batch_size", "median_ms"]).reset_index(drop=True)
 
 
-def serving_backends(run) -> dict[str, str]:
-    """model id -> its fastest validated backend at batch 1, end to end, in the run's last benchmark
-    (reports/<profile>/bench.json and the export manifest); {} before `make bench`. GPU variants are left out:
-    a server on this machine serves on its CPU. The teacher keeps PyTorch eager as the reference."""
-    bench_path, manifest_path = run.reports / "bench.json", run.dir / "export" / "manifest.json"
-    if not bench_path.exists() or not manifest_path.exists():
-        return {}
-    table = join(json.loads(manifest_path.read_text()), read_bench(bench_path))
-    b1 = table[(table["batch_size"] == 1) & ~table["backend"].str.contains("cuda")]
-    b1 = b1[(b1["model"] != "teacher") | (b1["backend"] == "torch")]
-    return {model: rows.sort_values("median_ms").iloc[0]["backend"] for model, rows in b1.groupby("model")}
+def e2e_medians_ms(bench: dict, batch_size: int = 1) -> dict[tuple[str, str], float]:
+    """(model, backend) -> its median end-to-end latency (ms) at `batch_size` in a benchmark (bench.json)."""
+    cases = [(case["extra_info"], case["stats"]["median"]) for case in bench["benchmarks"]]
+    return {(info["model"], info["backend"]): median * 1e3 for info, median in cases
+            if info["mode"] == "e2e" and info["batch_size"] == batch_size}
 
 
 def harness_overhead_ms(bench: dict) -> float | None:

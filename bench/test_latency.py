@@ -11,51 +11,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .predictor import Predictor
-from .guard import guarded_benchmark
+from distill.families.predictor import Predictor
+
+from .ab_worker import plant_factor, planted
+from .guard import guarded, guarded_benchmark
+
+# What the export recorded about each variant, carried into bench.json beside its timings.
+FACTS = ("accuracy", "ci_low", "ci_high", "agreement", "cosine_to_teacher", "max_abs_diff", "size_bytes", "params")
 
 
-def planted_slowdown(name: str) -> int:
-    """BENCH_PLANT_SLOWDOWN="model/backend=2" makes that variant do its work twice: how tests prove the gate bites."""
-    spec = os.environ.get("BENCH_PLANT_SLOWDOWN", "")
-    target, _, factor = spec.partition("=")
-    return int(factor or 1) if target == name else 1
-
-
-def repeated(fn, times: int):
-    if times == 1:
-        return fn
-
-    def slowed(arg):
-        for _ in range(times - 1):
-            fn(arg)
-        return fn(arg)
-    return slowed
-
-
+@guarded
 def test_latency(benchmark, bench_context, variant, batch_size, mode):
     pred, rss_mb = bench_context.predictor(variant)
     texts = bench_context.batch(batch_size)
     fn, arg = {"e2e": (pred.predict_proba, texts), "prepare": (pred.prepare, texts),
                "model": (pred.run, pred.prepare(texts))}[mode]
-    fn = repeated(fn, planted_slowdown(pred.name))
+    # BENCH_PLANT_SLOWDOWN="model/backend=2" makes that variant do its work twice: how tests prove the gate bites.
+    fn = planted(fn, plant_factor(os.environ.get("BENCH_PLANT_SLOWDOWN", ""), pred.name))
     benchmark.group = f"batch {batch_size:>3} {mode}"
     config = bench_context.config
-    guard = guarded_benchmark(benchmark, fn, arg, bench_context.wait_budget,
-                              target_seconds=config.getoption("--bench-seconds"),
-                              threshold=config.getoption("--load-threshold"))
+    measured = guarded_benchmark(benchmark, fn, arg, bench_context.wait_budget,
+                                 target_seconds=config.getoption("--bench-seconds"),
+                                 threshold=config.getoption("--load-threshold"))
     benchmark.extra_info.update({
-        "model": variant["model"], "backend": variant["backend"], "kind": variant["kind"],
-        "family": variant["family"], "batch_size": batch_size, "mode": mode,
-        "accuracy": variant["accuracy"], "ci_low": variant["ci_low"], "ci_high": variant["ci_high"],
-        "agreement": variant["agreement"], "cosine_to_teacher": variant["cosine_to_teacher"],
-        "max_abs_diff": variant.get("max_abs_diff"), "size_bytes": variant.get("size_bytes"),
-        "params": variant["params"], "rss_increase_mb": round(rss_mb, 1), "guard": guard,
+        "model": variant.model, "backend": variant.backend, "kind": variant.kind, "family": variant.family,
+        "batch_size": batch_size, "mode": mode, **{key: variant.get(key) for key in FACTS},
+        "rss_increase_mb": round(rss_mb, 1), "guard": measured.record,
     })
-    if benchmark.stats:
-        data = np.asarray(benchmark.stats.stats.data)
-        benchmark.extra_info["p90"] = float(np.percentile(data, 90))
-        benchmark.extra_info["throughput_per_s"] = batch_size / float(np.median(data))
+    if measured.rounds:
+        benchmark.extra_info["p90"] = float(np.percentile(measured.rounds, 90))
+        benchmark.extra_info["throughput_per_s"] = batch_size / float(np.median(measured.rounds))
     probs = pred.run(fn(arg)) if mode == "prepare" else fn(arg)
     assert probs.shape == (batch_size, len(pred.labels))
 
@@ -72,16 +57,17 @@ class NoopPredictor(Predictor):
         return self.output
 
 
+@guarded
 def test_harness_overhead(benchmark, bench_context):
-    """pytest-benchmark's timing loop plus the Predictor wrapper around a no-op model, at batch 1 end to end."""
+    """The guard's timing loop plus the Predictor wrapper around a no-op model, at batch 1 end to end."""
     pred = NoopPredictor("harness", "noop", ["a", "b"], "harness", output=np.full((1, 2), 0.5))
     config = bench_context.config
     benchmark.group = "harness"
-    guard = guarded_benchmark(benchmark, pred.predict_proba, bench_context.batch(1), bench_context.wait_budget,
-                              target_seconds=min(0.5, config.getoption("--bench-seconds")),
-                              threshold=config.getoption("--load-threshold"))
+    measured = guarded_benchmark(benchmark, pred.predict_proba, bench_context.batch(1), bench_context.wait_budget,
+                                 target_seconds=min(0.5, config.getoption("--bench-seconds")),
+                                 threshold=config.getoption("--load-threshold"))
     benchmark.extra_info.update({"model": "harness", "backend": "noop", "kind": "harness", "batch_size": 1,
-                                 "mode": "e2e", "guard": guard})
+                                 "mode": "e2e", "guard": measured.record})
     assert pred.predict_proba(["x"]).shape == (1, 2)
 
 

@@ -4,21 +4,17 @@ This is the loading half of bench (serve and the benchmark use it); exporting an
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 from distill.config import available_profiles, load_profile
 from distill.errors import UserError
+from distill.families import FAMILIES, family_of, native_predictor
+from distill.families.predictor import Predictor, TransformerPredictor
 from distill.pipeline import Run, kind_of
 from distill.runs import saved_config
 
-from .families import FAMILIES, family_of, native_predictor
-from .predictor import Predictor, TransformerPredictor
-
-__all__ = ["open_run", "kind_of", "teacher_predictor", "native_predictors", "load_variant", "read_manifest",
-           "cuda_backends", "gpu_skip_reason", "GPU_VARIANTS"]
+__all__ = ["open_run", "kind_of", "teacher_predictor", "native_predictors", "load_variant", "cuda_backends",
+           "gpu_skip_reason", "GPU_VARIANTS"]
 
 # GPU variants reuse a CPU export: (source backend, options)
 GPU_VARIANTS = {
@@ -55,15 +51,6 @@ def native_predictors(run: Run) -> list[Predictor]:
     return [teacher_predictor(run) if est is None else native_predictor(model_id, est, labels=labels,
                                                                         kind=kind_of(model_id))
             for model_id, est in run.models().items()]
-
-
-def read_manifest(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing; run `python -m bench.export` for that profile first") from None
-    except ValueError:
-        raise UserError(f"{path} is unreadable; delete it and run `python -m bench.export` again") from None
 
 
 def loader_context(run: Run, model_id: str, estimator, backend: str, device: str = "cpu") -> dict:

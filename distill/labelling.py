@@ -2,19 +2,21 @@
 computed by the fastest form of the teacher that stays faithful to it.
 
     [labelling]
-    backend = "auto"     # auto | torch | onnx | ort-opt | onnx-int8
+    backend = "auto"     # auto | torch | a teacher export that can label: onnx | ort-opt | onnx-int8
     tolerance = 0.2      # largest mean |logit - logit_torch| on the validation texts
     validation_texts = 256
     engine = "local"     # local | ray: where the logits are computed (distill/ray_labelling.py)
     shard_size = 2000    # texts per Ray shard, the unit of work and of resumption
     actors = 0           # teacher replicas on Ray; 0: one per GPU, else one per 4 CPUs
 
-The choice is the cached stage `labeller` (keyed by the teacher and this section). It exports the candidate
-backends (auto: ONNX int8 and ORT-optimised fp32, with optimum and onnxruntime, the same files bench times), runs
-each and PyTorch on the first `validation_texts` dev texts, and keeps the fastest export whose logits stay within
-`tolerance` of PyTorch's; PyTorch itself when none does, or when it is clearly faster (`TORCH_MARGIN`: a GPU, say).
-A backend named outright must pass the same check. Soft labels and the transfer set record which backend made their
-logits (`logits_source` in their stage info).
+The choice is the cached stage `labeller` (keyed by the teacher and this section). Its candidates are the teacher
+family's backends in the one registry (distill/families; auto: its `auto_labellers`, ONNX int8 and ORT-optimised
+fp32, the same files bench validates and times). It exports each, runs it and PyTorch on the first
+`validation_texts` dev texts, and keeps the fastest export that passes: its backend's drift rule (the one bench
+validates it by) does not find it broken, and its mean |Δlogit| is within `tolerance`; PyTorch itself when none
+passes, or when it is clearly faster (`TORCH_MARGIN`: a GPU, say). A backend named outright must pass the same
+check. Soft labels and the transfer set record which backend made their logits (`logits_source` in their stage
+info).
 
 `engine` says where that backend runs, not what it computes, so it is not part of the `labeller` stage's key: "local"
 labels in this process; "ray" hands the texts to a pool of replicas on a Ray cluster (Ray Data), resumable shard by
@@ -34,9 +36,12 @@ from . import data as datasets
 from .atomic import write_json
 from .config import fingerprint
 from .errors import UserError
+from .families.registry import BROKEN, FAMILIES, TEACHER_FAMILY, Backend
+from .labeller import Labeller
+from .students.soft import softmax
 
-BACKENDS = ("auto", "torch", "onnx", "ort-opt", "onnx-int8")
-AUTO_CANDIDATES = ("onnx-int8", "ort-opt")
+TEACHER = FAMILIES[TEACHER_FAMILY]   # the labeller's candidates are the teacher's exports that have a `logits` reader
+BACKENDS = ("auto", "torch", *TEACHER.labellers())
 # PyTorch replaces a faithful export only when this much faster. On a near tie the choice would otherwise follow the
 # machine's noise, and two equally faithful backends still differ in the last bits of the logits, enough to move a
 # student trained on them by a point (the full profile: ORT 19 vs PyTorch 21 texts/s picked PyTorch on a rerun).
@@ -77,28 +82,6 @@ def label_texts(run, label, texts: list[str], stage: str) -> np.ndarray:
     return logits
 
 
-class Labeller:
-    """`labeller(texts, progress=...) -> logits` with the backend the `labeller` stage chose."""
-
-    def __init__(self, backend: str, directory: Path, teacher_dir: Path, max_length: int, batch_size: int):
-        self.backend, self.max_length, self.batch_size = backend, max_length, batch_size
-        self.directory, self.teacher_dir = directory, teacher_dir   # what a Ray replica rebuilds it from
-        if backend == "torch":
-            from . import teacher as T
-            self.tokenizer, self.model = T.load_pretrained(str(teacher_dir))
-            self.model.to(T.device())
-        else:
-            from .teacher_onnx import OnnxLogits
-            self.onnx = OnnxLogits(directory / backend)
-
-    def __call__(self, texts: list[str], progress=False) -> np.ndarray:
-        if self.backend == "torch":
-            from . import teacher as T
-            return T.predict_logits(self.model, self.tokenizer, texts, self.max_length, self.batch_size,
-                                    progress=progress)
-        return self.onnx(texts, self.max_length, self.batch_size, progress=progress)
-
-
 def _timed(fn, texts):
     started = time.perf_counter()
     logits = fn(texts)
@@ -109,7 +92,6 @@ def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: 
     """Export and validate the candidate backends into `out/<backend>/`; returns the stage info (the choice and every
     trial). Every candidate's export is kept: bench reuses them instead of exporting the teacher again."""
     from . import teacher as T
-    from .teacher_onnx import EXPORTERS, OnnxLogits, quiet_exporters
 
     tokenizer, model = T.load_pretrained(str(teacher_dir))
     model.to(T.device())
@@ -118,23 +100,9 @@ def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: 
     del model
     trials = [{"backend": "torch", "texts_per_second": round(torch_rate, 1), "mean_abs_diff": 0.0,
                "max_abs_diff": 0.0, "agreement": 1.0, "passed": True}]
-    candidates = {"auto": AUTO_CANDIDATES, "torch": ()}.get(c["backend"], (c["backend"],))
+    candidates = {"auto": TEACHER.auto_labellers, "torch": ()}.get(c["backend"], (c["backend"],))
     for backend in candidates:
-        directory = out / backend
-        directory.mkdir(parents=True)
-        started = time.time()
-        with quiet_exporters():
-            EXPORTERS[backend](teacher_dir, directory)
-        export_seconds = time.time() - started
-        runner = OnnxLogits(directory)
-        runner(sample[:8], max_length, c["batch_size"])  # session warm-up
-        logits, rate = _timed(lambda t: runner(t, max_length, c["batch_size"]), sample)
-        diff = np.abs(logits - reference)
-        trial = {"backend": backend, "texts_per_second": round(rate, 1), "mean_abs_diff": float(diff.mean()),
-                 "max_abs_diff": float(diff.max()),
-                 "agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
-                 "export_seconds": round(export_seconds, 1)}
-        trial["passed"] = bool(trial["mean_abs_diff"] <= c["tolerance"])
+        trial = _trial(TEACHER.labellers()[backend], teacher_dir, out / backend, sample, reference, c, max_length)
         trials.append(trial)
         log(f"  labeller: {backend} {trial['texts_per_second']:.0f} texts/s vs torch {torch_rate:.0f}, "
             f"mean |Δlogit| {trial['mean_abs_diff']:.4f} ({'passes' if trial['passed'] else 'fails'} "
@@ -150,6 +118,30 @@ def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: 
                             "labelling.backend to \"auto\" or \"torch\"")
     write_json(out / "choice.json", {"backend": chosen["backend"]})
     return {"backend": chosen["backend"], "validation_texts": len(sample), "trials": trials}
+
+
+def _trial(backend: Backend, teacher_dir: Path, directory: Path, sample: list[str], reference: np.ndarray, c: dict,
+           max_length: int) -> dict:
+    """Export the teacher to `backend` in `directory`, time its logits on `sample` and compare them with PyTorch's
+    (`reference`). It passes when its backend's drift rule (the one bench validates it by) does not find it broken
+    and its mean |Δlogit| is within labelling.tolerance, how far the user lets soft labels move."""
+    from .teacher_onnx import quiet_exporters
+    directory.mkdir(parents=True)
+    started = time.time()
+    with quiet_exporters():
+        backend.export(teacher_dir, directory, sample)
+    export_seconds = time.time() - started
+    runner = backend.logits(directory)
+    runner(sample[:8], max_length, c["batch_size"])  # session warm-up
+    logits, rate = _timed(lambda t: runner(t, max_length, c["batch_size"]), sample)
+    diff = np.abs(logits - reference)
+    agreement = float(np.mean(logits.argmax(1) == reference.argmax(1)))
+    max_prob_diff = float(np.abs(softmax(logits) - softmax(reference)).max())
+    trial = {"backend": backend.name, "texts_per_second": round(rate, 1), "mean_abs_diff": float(diff.mean()),
+             "max_abs_diff": float(diff.max()), "agreement": agreement, "export_seconds": round(export_seconds, 1),
+             "max_prob_diff": max_prob_diff, "drift": backend.verdict(max_prob_diff, agreement)}
+    trial["passed"] = bool(trial["drift"] != BROKEN and trial["mean_abs_diff"] <= c["tolerance"])
+    return trial
 
 
 def pick(trials: list[dict]) -> dict:

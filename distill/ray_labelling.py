@@ -49,7 +49,7 @@ class Replica:
         import ray
         import torch
 
-        from .labelling import Labeller
+        from .labeller import Labeller
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory(prefix="distill-replica-") as tmp:   # loaded, so no longer needed
             root = Path(tmp)

@@ -1,8 +1,8 @@
 """The teacher (or any Hugging Face sequence classifier) as an ONNX Runtime graph: optimum's export, ORT's graph
 optimisation, dynamic int8; and `OnnxLogits`, which computes logits with such a graph.
 
-Labelling (distill/labelling.py) uses them to run the teacher at the speed of its fastest faithful export; bench's
-exporters register the same functions for the benchmark, so both make identical files.
+They are the transformer family's exporters in the one registry (distill/families/builtin.py): the labeller
+(distill/labelling.py) runs the teacher through the same files that bench validates, times and serves.
 """
 from __future__ import annotations
 
@@ -78,9 +78,6 @@ def export_onnx_int8(source, out: Path) -> None:
     quantize_dynamic(out / ONNX_FILES["ort-opt"], out / ONNX_FILES["onnx-int8"], weight_type=QuantType.QInt8,
                      per_channel=False, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     (out / ONNX_FILES["ort-opt"]).unlink()
-
-
-EXPORTERS = {"onnx": export_onnx, "ort-opt": export_ort_opt, "onnx-int8": export_onnx_int8}
 
 
 def _keep_only(out: Path, name: str) -> None:

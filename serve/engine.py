@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.predictor import Predictor
+from distill.families.predictor import Predictor
 
 EPS = 1e-12
 

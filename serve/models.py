@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from bench.families import family_of
-from bench.predictor import EnsemblePredictor, Predictor
-from bench.zoo import load_variant, open_run, read_manifest
+from bench.results import e2e_medians_ms, read_bench
+from bench.zoo import load_variant, open_run
 from distill.errors import UserError
+from distill.families import family_of
+from distill.families.manifest import Manifest, has_manifest, read_manifest
+from distill.families.predictor import EnsemblePredictor, Predictor
 from distill.pipeline import Run
 
 
@@ -42,17 +44,30 @@ LOSSLESS_REFERENCES = ("ort-opt", "onnx")
 REFERENCES = ("auto", "torch", *LOSSLESS_REFERENCES)
 
 
-def reference_backend(run: Run, requested: str = "auto") -> str:
+def reference_backend(manifest: Manifest | None, requested: str = "auto") -> str:
     """The backend of the teacher every other model is compared with: `requested`, or for "auto" the first of
     LOSSLESS_REFERENCES that the run's export manifest holds validated within its tolerance (the teacher's own
     probabilities, 1.4-1.7x faster than PyTorch eager on CPU), else PyTorch eager."""
     if requested != "auto":
         return requested
-    manifest = run.dir / "export" / "manifest.json"
-    entries = read_manifest(manifest)["variants"] if manifest.exists() else []
-    lossless = {e["backend"] for e in entries if e["model"] == "teacher" and e["status"] == "ok"
-                and "drift_note" not in e and e.get("max_abs_diff", 0.0) <= (e.get("tolerance") or 0.0)}
+    lossless = {v.backend for v in (manifest.ok() if manifest else []) if v.model == "teacher" and v.lossless}
     return next((backend for backend in LOSSLESS_REFERENCES if backend in lossless), "torch")
+
+
+def serving_backends(manifest: Manifest | None, latencies_ms: dict[tuple[str, str], float]) -> dict[str, str]:
+    """Student id -> its fastest validated backend at batch 1, end to end, by `latencies_ms` (the run's last
+    benchmark); {} before `make bench`. GPU variants are left out: a server on this machine serves on its CPU."""
+    timed: dict[str, list[tuple[float, str]]] = {}
+    for v in manifest.ok() if manifest else []:
+        if (v.model, v.backend) in latencies_ms and v.model != "teacher" and "cuda" not in v.backend:
+            timed.setdefault(v.model, []).append((latencies_ms[(v.model, v.backend)], v.backend))
+    return {model: min(rows)[1] for model, rows in timed.items()}
+
+
+def batch1_latencies_ms(run: Run) -> dict[tuple[str, str], float]:
+    """(model, backend) -> its median end-to-end latency at batch 1 in reports/<run>/bench.json; {} without one."""
+    path = run.reports / "bench.json"
+    return e2e_medians_ms(read_bench(path), batch_size=1) if path.exists() else {}
 
 
 def model_loaders(run: Run, backends=DEFAULT_BACKENDS, reference: str = "auto"
@@ -62,10 +77,11 @@ def model_loaders(run: Run, backends=DEFAULT_BACKENDS, reference: str = "auto"
     The teacher first, in its `reference_backend`: it is the reference. Then every model of `run.models()`, one
     loader each so one failure does not hide the rest, each in its serving backend: the fastest validated backend
     at batch 1 in the run's benchmark (reports/<profile>/bench.json), or the native one before `make bench`. Then
-    the exported variants of `backends` found in the run's export manifest.
+    the exported variants of `backends` found in the run's export manifest, which is read once, here.
     """
-    from bench.results import serving_backends
-    serving = {**serving_backends(run), "teacher": reference_backend(run, reference)}
+    manifest = read_manifest(run.dir) if has_manifest(run.dir) else None
+    serving = {**serving_backends(manifest, batch1_latencies_ms(run)),
+               "teacher": reference_backend(manifest, reference)}
     loaded: dict = {}   # model id -> fitted estimator, filled as loaders succeed; ensembles reuse their members
     served: dict[str, Predictor] = {}   # model id -> the Predictor it is served by
 
@@ -79,7 +95,7 @@ def model_loaders(run: Run, backends=DEFAULT_BACKENDS, reference: str = "auto"
         return [served[model_id]]
 
     loaders = [(model_id, partial(load, model_id)) for model_id in run.model_ids()]
-    return loaders + exported_loaders(run, backends, skip=set(serving.items()), loaded=loaded)
+    return loaders + exported_loaders(run, manifest, backends, skip=set(serving.items()), loaded=loaded)
 
 
 def ensemble_of_served(ensemble: EnsemblePredictor, members: list[Predictor]) -> EnsemblePredictor:
@@ -91,10 +107,11 @@ def ensemble_of_served(ensemble: EnsemblePredictor, members: list[Predictor]) ->
     return dataclasses.replace(ensemble, backend="serving", members=members)
 
 
-def exported_loaders(run: Run, backends, skip=(), loaded=None) -> list[tuple[str, Callable[[], list[Predictor]]]]:
-    """Loaders of the exported variants of `backends`; `loaded` holds estimators already loaded (reused)."""
-    manifest = run.dir / "export" / "manifest.json"
-    if not backends or not manifest.exists():
+def exported_loaders(run: Run, manifest: Manifest | None, backends, skip=(), loaded=None
+                     ) -> list[tuple[str, Callable[[], list[Predictor]]]]:
+    """Loaders of the validated variants of `backends` in `manifest`; `loaded` holds estimators already loaded
+    (reused)."""
+    if not backends or manifest is None:
         return []
     models = loaded if loaded is not None else {}
 
@@ -103,9 +120,8 @@ def exported_loaders(run: Run, backends, skip=(), loaded=None) -> list[tuple[str
             models[model_id] = run.model(model_id, models)
         return [load_variant(run, model_id, backend, models)]
 
-    return [(f"{v['model']}/{v['backend']}", partial(load, v["model"], v["backend"]))
-            for v in read_manifest(manifest)["variants"]
-            if v["status"] == "ok" and v["backend"] in backends and (v["model"], v["backend"]) not in skip]
+    return [(v.name, partial(load, v.model, v.backend)) for v in manifest.ok()
+            if v.backend in backends and (v.model, v.backend) not in skip]
 
 
 def load_run(run: Run, log=print, n_examples: int = 8, backends=DEFAULT_BACKENDS, reference: str = "auto") -> Loaded:

@@ -7,8 +7,9 @@ import re
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from bench.families import Backend, Family, register
-from bench.predictor import Predictor, softmax
+from distill.families import Backend, Family, register
+from distill.families.predictor import Predictor
+from distill.students.soft import softmax
 
 WORD = re.compile(r"\w+")
 

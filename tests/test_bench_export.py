@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.export import export_all, load_variant, read_manifest
-from bench.families import FAMILIES
+from bench.export import export_all, load_variant
+from distill.families import FAMILIES
+from distill.families.manifest import read_manifest
 from distill import data as datasets
 from distill.errors import UserError
 from distill.metrics import evaluate
@@ -106,10 +107,10 @@ def test_every_variant_is_exported(run, exported):
     assert set(got) == set(EXPORTED) | natives
     failed = {k: e.get("error") for k, e in got.items() if e["status"] != "ok"}
     assert failed == {}
-    manifest = read_manifest(run.dir / "export" / "manifest.json")
-    assert manifest["variants"] == json.loads(json.dumps(exported))
+    manifest = read_manifest(run.dir)
+    assert [v.row() for v in manifest.variants] == json.loads(json.dumps(exported))
     if not torch.cuda.is_available():
-        assert "no CUDA device" in manifest["gpu_skip_reason"]
+        assert "no CUDA device" in manifest.gpu_skip_reason
     for model_id, backend in EXPORTED:
         directory = run.dir / "export" / model_id / backend
         assert (directory / "stage.json").exists()
@@ -152,7 +153,7 @@ def test_export_matches_source(run, models, texts, native_probs, model_id, backe
     source = native_probs(model_id)
     sample = texts
     if backend == "onnx" and native_backend(model_id) == "sklearn":
-        # ORT's tokenizer (re2) has an ASCII-only \w: documented in bench/exporters.py. Compare where it agrees.
+        # ORT's tokenizer (re2) has an ASCII-only \w: documented in distill/families/exporters.py. Compare where it agrees.
         keep = [i for i, t in enumerate(texts) if t.isascii()]
         sample, source = [texts[i] for i in keep], source[keep]
     probs = pred.predict_proba(sample)
@@ -236,7 +237,7 @@ def test_failed_export_is_recorded_and_the_others_go_on(run, exported, tmp_path,
     assert any("bilstm-baseline/onnx FAILED" in line for line in log)
     for backend in ("torch", "torchscript", "onnx-int8"):
         assert status[backend]["status"] == "ok" and "accuracy" in status[backend], backend
-    assert read_manifest(root / "tiny" / "export" / "manifest.json")["variants"] == json.loads(json.dumps(entries))
+    assert [v.row() for v in read_manifest(root / "tiny").variants] == json.loads(json.dumps(entries))
     failed_dir = root / "tiny" / "export" / "bilstm-baseline"
     assert not (failed_dir / "onnx").exists()
     assert sorted(p.name for p in failed_dir.iterdir()) == ["onnx-int8", "torch", "torchscript"]   # no temp dirs
@@ -293,7 +294,7 @@ def test_serve_compares_with_the_teachers_fastest_lossless_export(run, exported,
     probabilities of PyTorch eager within its tolerance; `--reference torch` keeps PyTorch eager."""
     from serve import load_run
     from serve.models import reference_backend
-    assert reference_backend(run) == "ort-opt"
+    assert reference_backend(read_manifest(run.dir)) == "ort-opt"
     teacher = load_run(run, log=lambda *_: None, backends=()).predictors[0]
     assert (teacher.name, teacher.kind) == ("teacher/ort-opt", "teacher")
     np.testing.assert_allclose(teacher.predict_proba(texts), native_probs("teacher"), atol=FP32_TOL)

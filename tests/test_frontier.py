@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from bench.export import export_all
-from bench.families import FAMILIES, family_of
-from bench.zoo import load_variant, read_manifest
+from bench.zoo import load_variant
+from distill.families import FAMILIES, family_of
+from distill.families.manifest import read_manifest
 from distill import students as student_zoo
 from distill.pipeline import Run
 from serve import load_run
@@ -66,8 +67,7 @@ def test_only_the_teacher_embedding_bilstm_is_pointed_at_the_teacher(tiny_run):
 
 
 def test_transformer_and_static_students_export_validate_bench_and_serve(new_run, tmp_path):
-    manifest = {(v["model"], v["backend"]): v for v in read_manifest(new_run.dir / "export" / "manifest.json")
-                ["variants"]}
+    manifest = {(v.model, v.backend): v.row() for v in read_manifest(new_run.dir).variants}
     for mode in ("baseline", "distilled"):
         assert {b for m, b in manifest if m == f"transformer-{mode}"} == TRANSFORMER_BACKENDS
         assert {b for m, b in manifest if m == f"static-{mode}"} == {"numpy", "onnx"}
@@ -174,7 +174,8 @@ def test_models_include_students_trained_on_the_transfer_set(tiny_run, tmp_path)
 def test_a_lossy_int8_export_past_its_tolerance_is_kept_only_while_it_agrees_with_its_source():
     """Quantisation loss (a fine-tuned BERT-base in int8 moved probabilities by up to 0.64 here) is what the report
     must show, with its accuracy; an export that agrees with its source at chance is broken and still fails."""
-    from bench.export import LOSSY_MIN_AGREEMENT, ExportDrift, check_drift
+    from bench.export import ExportDrift, check_drift
+    from distill.families.registry import LOSSY_MIN_AGREEMENT
     drifted = {"max_abs_diff": 0.6, "label_agreement_with_source": 0.86}
     check_drift(drifted, 0.35, "teacher/onnx-int8", lossy=True)
     assert "quantisation loss" in drifted["drift_note"] and "86%" in drifted["drift_note"]

@@ -157,6 +157,8 @@ def test_wait_for_quiet_waits_until_quiet_within_budget(monkeypatch):
 
 
 # --- guarded_benchmark with pytest-benchmark's own fixture ----------------------------------------------------------
+# The guard hands its rounds to pytest-benchmark through its public API (the `guarded` marker's timer, pedantic);
+# `benchmark.stats` is read here only to check that what pytest-benchmark recorded is the guard's rounds.
 class Scripted:
     """fn for the benchmark: calls listed in `slow_calls` run under (simulated) load and take 20 ms, others 2 ms."""
 
@@ -193,15 +195,18 @@ def require_enabled(benchmark):
 
 # 2 warm-up calls (0, 1), 1 calibration call (2), then the 10 measured rounds are calls 3..12: rounds 3, 4, 5 are
 # calls 6, 7, 8. Re-measurements are calls 13 and later.
+@guard.guarded
 def test_guarded_benchmark_remeasures_contended_rounds(benchmark, monkeypatch):
     require_enabled(benchmark)
     fn = Scripted(lambda call: call in (6, 7, 8))
     waits = rigged_guard(monkeypatch, fn)
     with pytest.warns(UserWarning, match="3/10 rounds ran while other processes used 90% of the CPU"):
-        record = guard.guarded_benchmark(benchmark, fn, "x", WaitBudget(10), target_seconds=0.01, warmup_rounds=2,
-                                         threshold=0.25, max_retries=2, min_rounds=10, max_rounds=10)
+        measured = guard.guarded_benchmark(benchmark, fn, "x", WaitBudget(10), target_seconds=0.01,
+                                           warmup_rounds=2, threshold=0.25, max_retries=2, min_rounds=10,
+                                           max_rounds=10)
     data = benchmark.stats.stats.data
-    assert record == {"rounds": 10, "rounds_remeasured": 3, "contended": False, "other_load_max": 0.9,
+    assert data == measured.rounds
+    assert measured.record == {"rounds": 10, "rounds_remeasured": 3, "contended": False, "other_load_max": 0.9,
                       "other_load_mean": pytest.approx(0.9 * 3 / 13, abs=1e-3), "load_threshold": 0.25}
     assert len(data) == 10 and fn.calls == 16
     assert max(data[3:6]) < 0.015                  # the loaded 20 ms rounds were replaced by clean ones
@@ -210,13 +215,14 @@ def test_guarded_benchmark_remeasures_contended_rounds(benchmark, monkeypatch):
     assert benchmark.stats.stats.median < 0.015
 
 
+@guard.guarded
 def test_guarded_benchmark_marks_result_when_load_persists(benchmark, monkeypatch):
     require_enabled(benchmark)
     fn = Scripted(lambda call: call in (6, 7, 8) or call >= 13)
     waits = rigged_guard(monkeypatch, fn)
     with pytest.warns(UserWarning) as warned:
         record = guard.guarded_benchmark(benchmark, fn, "x", WaitBudget(10), target_seconds=0.01, warmup_rounds=2,
-                                         threshold=0.25, max_retries=2, min_rounds=10, max_rounds=10)
+                                         threshold=0.25, max_retries=2, min_rounds=10, max_rounds=10).record
     messages = [str(w.message) for w in warned]
     assert sum("re-measuring" in m for m in messages) == 2 and "marked contended" in messages[-1]
     assert record["contended"] is True and record["rounds_remeasured"] == 0
@@ -225,6 +231,7 @@ def test_guarded_benchmark_marks_result_when_load_persists(benchmark, monkeypatc
     assert min(benchmark.stats.stats.data[3:6]) >= 0.02
 
 
+@guard.guarded
 def test_guarded_benchmark_partial_retry(benchmark, monkeypatch):
     require_enabled(benchmark)
     # first retry (calls 13, 14, 15): round 4 is loaded again; second retry (call 16) is clean
@@ -232,7 +239,7 @@ def test_guarded_benchmark_partial_retry(benchmark, monkeypatch):
     rigged_guard(monkeypatch, fn)
     with pytest.warns(UserWarning):
         record = guard.guarded_benchmark(benchmark, fn, "x", WaitBudget(10), target_seconds=0.01, warmup_rounds=2,
-                                         threshold=0.25, max_retries=2, min_rounds=10, max_rounds=10)
+                                         threshold=0.25, max_retries=2, min_rounds=10, max_rounds=10).record
     assert record["rounds_remeasured"] == 3 and record["contended"] is False
     assert fn.calls == 17
     assert max(benchmark.stats.stats.data) < 0.015
@@ -243,3 +250,13 @@ def test_calibrate_rounds_bounds():
     assert guard.calibrate_rounds(lambda _: None, None, target_seconds=10, max_rounds=300) == 300
     n = guard.calibrate_rounds(lambda _: time.sleep(0.01), None, target_seconds=0.2, min_rounds=1, max_rounds=1000)
     assert 5 <= n <= 20
+
+
+def test_a_case_not_timed_with_the_guards_clock_is_refused(benchmark, monkeypatch):
+    """Without the `guarded` marker pytest-benchmark would time the replay itself (nothing) with its own clock."""
+    require_enabled(benchmark)
+    fn = Scripted(lambda call: False)
+    rigged_guard(monkeypatch, fn)
+    with pytest.raises(RuntimeError, match="mark it @guard.guarded"):
+        guard.guarded_benchmark(benchmark, fn, "x", WaitBudget(10), target_seconds=0.01, warmup_rounds=0,
+                                min_rounds=3, max_rounds=3)

@@ -7,6 +7,7 @@ from bench.report import build_report, summary
 from bench.results import join, pareto_front, pick
 from distill.atomic import write_json
 from distill.errors import UserError
+from distill.families.manifest import Manifest
 from distill.metrics import bootstrap_ci
 
 VARIANTS = [  # (model, backend, kind, family, accuracy, batch-1 ms, batch-32 ms)
@@ -40,7 +41,7 @@ def synthetic(tmp_path):
     write_json(tmp_path / "artifacts" / "syn" / "export" / "manifest.json", manifest)
     (tmp_path / "reports" / "syn").mkdir(parents=True)
     write_json(tmp_path / "reports" / "syn" / "bench.json", bench)
-    return manifest, bench
+    return Manifest.model_validate(manifest), bench
 
 
 def test_join_has_one_row_per_variant_and_batch(tmp_path):

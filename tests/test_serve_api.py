@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.predictor import Predictor
+from distill.families.predictor import Predictor
 from bench.zoo import native_predictors
 from distill.config import apply_overrides
 from distill.pipeline import Run
@@ -268,7 +268,7 @@ def test_concurrent_predictions_are_batched_and_each_gets_its_own_answer(concurr
 def test_an_ensemble_is_answered_from_its_members_answers_in_the_same_request():
     """An ensemble after its members (load order) is their mean, timed as their sum, with no member run twice; asked
     for alone, it runs its members itself and gives the same probabilities."""
-    from bench.predictor import EnsemblePredictor
+    from distill.families.predictor import EnsemblePredictor
     from serve.engine import Engine
 
     def member(name, seconds):
@@ -294,7 +294,7 @@ def test_an_ensemble_is_answered_from_its_members_answers_in_the_same_request():
 
 
 def test_an_ensemble_follows_its_members_into_their_serving_backends():
-    from bench.predictor import EnsemblePredictor
+    from distill.families.predictor import EnsemblePredictor
     from serve.models import ensemble_of_served
 
     def member(name, backend):

@@ -3,7 +3,7 @@
 `fit(texts, y)` takes either hard labels (1-D ints: the baseline) or the teacher's logits (2-D floats: the distilled
 twin). Every student has `predict` and `predict_proba`, so they compose with scikit-learn tools and with each other.
 Each student class declares what callers need to know about it, instead of callers inspecting it:
-- `family`: how it is served, exported and validated (bench/families.py);
+- `family`: how it is served, exported and validated (distill/families);
 - `uses_teacher(params)`: whether, with these parameters, it is built from the teacher's model directory (its
   `teacher` parameter; transformer, static, the BiLSTM with the teacher's embeddings); absent means never;
 - `fit_extras`: the keyword arguments its `fit` takes beyond (X, y): `hard_labels` (gold labels beside the teacher's

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.special
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax of `logits / temperature`, in float64 (the students' targets)."""
+    return scipy.special.softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
 
 
 def is_soft(y) -> bool:

@@ -1,6 +1,6 @@
 """Exporters and loaders: each exporter writes one variant of a model into a directory, each loader turns that
-directory back into a Predictor. Which family uses which pair, and with what validation tolerance, is registered
-in bench/families.py; validation lives in bench/export.py.
+directory back into a Predictor. Which family uses which pair, and with what drift rule, is registered in
+distill/families/builtin.py; validation lives in bench/export.py.
 
 Exporter signature: `export(source, out_dir, sample_texts)`, where `source` is the fitted student, or for the
 teacher its model directory. Loader signature: `load(out_dir, ctx)` with ctx = {source, max_length, device, meta}.
@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill import teacher_onnx
-from distill.teacher_onnx import hf_dir
-
+from .. import teacher_onnx
+from ..teacher_onnx import hf_dir
 from .predictor import BiLSTMPredictor, LinearTextPredictor, OnnxPredictor, TransformerPredictor
 
 
@@ -28,7 +27,7 @@ ort_session = teacher_onnx.session
 
 
 # --- transformers (teacher, any transformer student) ------------------------------------------------------------
-# The ONNX exports live in distill/teacher_onnx.py: labelling runs the teacher through the same files.
+# The ONNX exports live in distill/teacher_onnx.py, beside `OnnxLogits`, which the labeller runs them with.
 def _hf(source_dir: Path, torchscript=False):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(source_dir)

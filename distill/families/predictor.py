@@ -10,12 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from scipy.special import softmax
 
 
 @dataclass
@@ -61,7 +56,7 @@ class SklearnPredictor(Predictor):
 class LinearTextPredictor(Predictor):
     """A TF-IDF student folded into one linear map, in numpy: prepare = scikit-learn's own analyzer (compiled once)
     plus dictionary look-ups, run = a gather and a dot product. Every TF-IDF head (logistic regression, naive Bayes,
-    ridge) is softmax(x @ weights + bias) over the TF-IDF vector x; see bench/exporters.py:export_linear_numpy."""
+    ridge) is softmax(x @ weights + bias) over the TF-IDF vector x; see exporters.py:export_linear_numpy."""
     analyzer: object = None
     vocabulary: dict = field(default_factory=dict)
     idf: np.ndarray = None
@@ -86,7 +81,7 @@ class LinearTextPredictor(Predictor):
 
     def run(self, prepared):
         logits = np.stack([values @ self.weights[index] for index, values in prepared]) + self.bias
-        return softmax(logits)
+        return softmax(logits, axis=1)
 
 
 @dataclass
@@ -99,7 +94,7 @@ class StaticPredictor(Predictor):
         return self.estimator.token_ids(texts)
 
     def run(self, prepared):
-        return softmax(self.estimator.logits_from_ids(prepared).astype(np.float64))
+        return softmax(self.estimator.logits_from_ids(prepared).astype(np.float64), axis=1)
 
 
 @dataclass
@@ -125,7 +120,7 @@ class BiLSTMPredictor(Predictor):
 
     @torch.no_grad()
     def run(self, prepared):
-        return softmax(self.module(prepared).numpy())
+        return softmax(self.module(prepared).numpy(), axis=1)
 
 
 @dataclass
@@ -149,7 +144,7 @@ class TransformerPredictor(Predictor):
             logits = self.module(**prepared).logits
         if self.device != "cpu":
             torch.cuda.synchronize()
-        return softmax(logits.float().cpu().numpy())
+        return softmax(logits.float().cpu().numpy(), axis=1)
 
 
 @dataclass
@@ -168,4 +163,4 @@ class OnnxPredictor(Predictor):
         if isinstance(probs, list):  # skl2onnx ZipMap-free output is already an array; guard for dict rows
             probs = np.array([[row[k] for k in sorted(row)] for row in probs])
         probs = np.asarray(probs, dtype=np.float64)
-        return probs if self.outputs_probabilities else softmax(probs)
+        return probs if self.outputs_probabilities else softmax(probs, axis=1)

@@ -1,0 +1,12 @@
+"""Every form a model can take, in one registry on the ground floor: the families and the backends each exports to
+(registry.py), the one inference interface they are all served through (predictor.py), the exporters and loaders
+(exporters.py), the built-in families (builtin.py) and a run's manifest of exported variants (manifest.py).
+
+bench exports, validates and times what is registered here, serve loads it, and the labeller (distill/labelling.py)
+runs the teacher through the transformer family's exports. A new backend is one module that calls `add_backend`,
+imported below (docs/add-a-backend.md).
+"""
+from .registry import FAMILIES, Backend, Family, add_backend, family_of, native_predictor, register
+from . import builtin  # noqa: E402,F401  (registers the built-in families)
+
+__all__ = ["FAMILIES", "Backend", "Family", "add_backend", "family_of", "native_predictor", "register"]
