@@ -10,6 +10,7 @@ within 1e-4" and "same labels" would hold for any broken export; this teacher's 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import shutil
 import subprocess
@@ -300,3 +301,35 @@ def test_serve_compares_with_the_teachers_fastest_lossless_export(run, exported,
     np.testing.assert_allclose(teacher.predict_proba(texts), native_probs("teacher"), atol=FP32_TOL)
     eager = load_run(run, log=lambda *_: None, backends=(), reference="torch").predictors[0]
     assert eager.name == "teacher/torch"
+
+
+# --- a backend added in a new module (docs/add-a-backend.md) -----------------------------------------------------
+@pytest.fixture
+def float32_backend():
+    """tests/float32_backend.py imported, as distill/families/__init__.py imports a built-in one: its last line
+    registers the backend. Removed again afterwards, so no other test sees it."""
+    module = importlib.import_module("tests.float32_backend")
+    yield module
+    FAMILIES["sklearn"].backends.pop("numpy-f32", None)
+    sys.modules.pop("tests.float32_backend", None)
+
+
+def test_a_backend_added_in_one_module_is_exported_validated_listed_and_served(run, exported, tmp_path,
+                                                                                float32_backend):
+    root = tmp_path / "artifacts"
+    shutil.copytree(run.dir, root / "tiny")   # with its exports: only the new backend's are built
+    copy = Run("tiny", run.cfg, root, tmp_path / "reports", progress=False, log=lambda *_: None)
+    entries = export_all(copy, log=lambda *_: None, progress=False, backends_filter=["numpy-f32"])
+    added = {e["model"]: e for e in entries if e["backend"] == "numpy-f32"}
+    assert set(added) == {f"{s}-{m}" for s in SKLEARN for m in MODES}   # every model of its family, no other
+    before = {(e["model"], e["backend"]): e for e in exported}
+    for model_id, entry in added.items():
+        assert entry["status"] == "ok", entry.get("error")
+        assert entry["tolerance"] == 1e-5 and entry["max_abs_diff"] <= 1e-5   # validated by its own drift rule
+        assert entry["size_bytes"] < before[(model_id, "numpy")]["size_bytes"]
+        assert entry["accuracy"] == before[(model_id, "numpy")]["accuracy"]
+    listed = {v.name for v in read_manifest(copy.dir).ok()}
+    assert listed == {f"{m}/{b}" for m, b in before} | {f"{m}/numpy-f32" for m in added}   # the others kept
+    from serve import load_run
+    served = {p.name for p in load_run(copy, log=lambda *_: None, backends=("numpy-f32",)).predictors}
+    assert {f"{m}/numpy-f32" for m in added} <= served
