@@ -106,15 +106,16 @@ report: setup
 		$(if $(filter 0,$(ABLATION)),--no-ablation) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) \
 		$(if $(MAX_DROP),--max-drop $(MAX_DROP)) $(if $(BENCH_ARGS),--bench-args '$(BENCH_ARGS)') $(ARGS)
 
-# Copy a finished report's small result files into docs/results/<profile>/ (committed; the README's tables come
-# from them: `.venv/bin/python scripts/results_tables.py docs/results/<profile>`).
+# A results page, docs/results/<profile>.md (every table, the stage times, the targets, the machine), written from
+# the committed result files in docs/results/<profile>/ by scripts/results_page.py. COPY_REPORT=1 first copies a
+# finished report's small result files there from reports/<profile>/ (to publish a new run).
+COPY_REPORT ?=
+RESULT_FILES := accuracy.csv ablation.csv results.csv summary.json timings.json pareto.png
 .PHONY: results-docs
 results-docs:
-	@mkdir -p docs/results/$(PROFILE)
-	cp reports/$(PROFILE)/accuracy.csv reports/$(PROFILE)/ablation.csv reports/$(PROFILE)/results.csv \
-		reports/$(PROFILE)/summary.json reports/$(PROFILE)/timings.json reports/$(PROFILE)/pareto.png \
-		docs/results/$(PROFILE)/
-	$(PY) scripts/results_tables.py docs/results/$(PROFILE)
+	$(if $(filter 1,$(COPY_REPORT)),mkdir -p docs/results/$(PROFILE) && \
+		cp $(addprefix reports/$(PROFILE)/,$(RESULT_FILES)) docs/results/$(PROFILE)/)
+	$(PY) -m scripts.results_page docs/results/$(PROFILE)
 
 # The speedup-regression gate (CI): the base revision (BASE=<rev>, default the merge-base with main) and the working
 # tree distilled, exported and timed side by side on this machine, rounds interleaved (bench/ab.py).
