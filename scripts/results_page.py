@@ -61,8 +61,8 @@ def timings_sections(directory: Path) -> list[str]:
 def files_section(directory: Path) -> list[str]:
     files = [f"- [{p.name}]({directory.name}/{p.name})" for p in sorted(directory.iterdir()) if p.is_file()]
     if (directory / "experiments" / "README.md").exists():
-        files.append(f"- [experiments/]({directory.name}/experiments/README.md): dated measurements beyond this "
-                     "run (other settings, reruns), with their own files")
+        files.append(f"- [experiments/]({directory.name}/experiments/README.md): dated notes on how this run was made "
+                     "and what it shows, and measurements beyond it (other settings, reruns) with their files")
     return ["## Files", "\n".join(files)]
 
 
