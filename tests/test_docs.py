@@ -29,7 +29,8 @@ FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 INLINE_CODE = re.compile(r"`([^`]+)`")
 # A path in the repository named in prose or a command: it starts with a committed top-level directory or file.
-REPO_PATH = re.compile(r"(?<![\w./<>-])((?:\.ci|bench|configs|distill|docs|scripts|serve|tests)/(?:[\w.*/-]|\{[\w,.-]*\})*"
+REPO_PATH = re.compile(r"(?<![\w./<>-])((?:\.ci|bench|configs|distill|docs|scripts|serve|tests)/"
+                       r"(?:[\w.*/-]|\{[\w,.-]*\})*"
                        r"|Makefile|pyproject\.toml|constraints\.txt|requirements(?:-\w+)?\.txt)(?![\w<])")
 # `python -m <module>` -> the `mbtb` subcommand whose options it takes (distill/commands.py)
 MODULE_COMMANDS = {"distill": "distill", "distill.cli": "distill", "distill.ablation": "ablation",
@@ -126,7 +127,8 @@ def commands(line: str) -> list[list[str]]:
         tokens = list(lexer)
     except ValueError:
         return []
-    split = [list(g) for sep, g in itertools.groupby(tokens, lambda t: t in ("&&", "||", ";", "|", "(", ")")) if not sep]
+    separators = ("&&", "||", ";", "|", "(", ")")
+    split = [list(g) for sep, g in itertools.groupby(tokens, lambda t: t in separators) if not sep]
     return [list(itertools.dropwhile(lambda t: re.match(r"[A-Z_]+=", t) or t == "time", c)) for c in split]
 
 
@@ -134,7 +136,8 @@ def commands(line: str) -> list[list[str]]:
 def makefile() -> tuple[set[str], set[str]]:
     text = (ROOT / "Makefile").read_text()
     targets = {t for line in re.findall(r"^([\w][\w .-]*?)\s*:(?!=)", text, re.M) for t in line.split()}
-    variables = set(re.findall(r"^([A-Z_][A-Z0-9_]*)\s*[?:+]?=", text, re.M)) | set(re.findall(r"\$\(([A-Z_]+)\)", text))
+    defined = set(re.findall(r"^([A-Z_][A-Z0-9_]*)\s*[?:+]?=", text, re.M))
+    variables = defined | set(re.findall(r"\$\(([A-Z_]+)\)", text))
     return targets, variables
 
 
