@@ -40,20 +40,24 @@ def machine_line(summary: dict) -> str:
             f"{' '.join(m['cpu_flags'] or [])}; threads: {threads}; commit {m['git_commit']}.\n\nVersions: {versions}.")
 
 
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
 def timings_sections(directory: Path) -> list[str]:
     """Every `make report` stage-time record in the directory, then each stage's own build time if recorded."""
     paths = sorted(directory.glob("timings*.json"), key=lambda p: (p.name != "timings.json", p.name))
     parts = ["## Stage times"] if paths else []
     for path in paths:
         t = read_json(path)
-        parts += [f"`{path.name}`: `make report` in {t['total_seconds'] / 60:.1f} min, set-up included (finished "
+        parts += [f"`{path.name}`: `make report` in {duration(t['total_seconds'])}, set-up included (finished "
                   f"{t['finished']}, commit {t['environment']['git_commit']}, batch sizes "
                   f"{','.join(map(str, t['batch_sizes']))}, {t['bench_seconds']} s per timed case).",
                   timings_table(t)]
     if (directory / "stage-times.csv").exists():
         table = pd.read_csv(directory / "stage-times.csv")
         parts += [f"`stage-times.csv`: each of the {len(table)} stages' own build time, from the `stage.json` it "
-                  f"wrote ({table['seconds'].sum() / 60:.1f} min in all; the students' exports folded into one row).",
+                  f"wrote ({duration(table['seconds'].sum())} in all; the students' exports folded into one row).",
                   stage_times.markdown(table)]
     return parts
 
