@@ -2,7 +2,7 @@
 table, the stage times, the targets met or missed and the machine, computed from the files rather than pasted.
 
     .venv/bin/python -m scripts.results_page docs/results/default            # what `make results-docs` runs
-    .venv/bin/python -m scripts.results_page --check docs/results/*/          # exit 1 when a page is out of date
+    .venv/bin/python -m scripts.results_page --check      # every page under docs/results/: exit 1 when one is stale
 """
 from __future__ import annotations
 
@@ -136,15 +136,16 @@ def result_directories(root: Path) -> list[Path]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("directories", type=Path, nargs="+", help="e.g. docs/results/default")
+    p.add_argument("directories", type=Path, nargs="*", help="e.g. docs/results/default (default: every directory "
+                   "of result files under docs/results/)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when a page differs from its files")
     args = p.parse_args(argv)
     stale = []
-    for directory in args.directories:
+    for directory in args.directories or result_directories(Path(__file__).resolve().parents[1] / "docs" / "results"):
         write = writer(directory)
         if write is None:
-            print(f"error: {directory} holds no result files; run `make report` and copy them there "
-                  "(make results-docs COPY_REPORT=1)", file=sys.stderr)
+            print(f"error: {directory} holds no result files; after `make report PROFILE={directory.name}`, "
+                  f"`make results-docs PROFILE={directory.name} COPY_REPORT=1` copies them there", file=sys.stderr)
             return 2
         text, path = write(directory), page_path(directory)
         if args.check:
