@@ -109,18 +109,10 @@ def machine_lines(bench: dict) -> list[str]:
             f"commit {m.get('git_commit')}, benchmarked {bench.get('datetime', '')}"]
 
 
-def verdict_markdown(verdict: dict | None) -> list[str]:
-    """The verdict section; its warning, when there is one, is printed above the title as well."""
-    if verdict is None:
-        return ["## Verdict", "", judge.text(None), ""]
-    table = tabulate(judge.budget_table(verdict), headers="keys", tablefmt="github", showindex=False)
-    return ["## Verdict", ""] + [f"- {line}" for line in judge.lines(verdict)] + ["", table, ""]
-
-
 def markdown(profile, table, bench, verdict, gpu_note, overhead_ms=None, drift_notes=()) -> str:
     parts = [f"> **{verdict['warning']}**", ""] if verdict and verdict["warning"] else []
     parts += [f"# {metric_name(table).capitalize()} vs latency — profile `{profile}`", ""]
-    parts += verdict_markdown(verdict)
+    parts += ["## Verdict", "", judge.text(verdict, bullet="- "), ""]
     for b in (1, 32):
         rows = headline(table, b)
         if rows.empty:

@@ -187,9 +187,9 @@ def lines(v: dict) -> list[str]:
     return out + [f"Pick for me: {p}" for p in v["picks"]]
 
 
-def text(v: dict | None) -> str:
-    """The verdict as the command prints it."""
+def text(v: dict | None, bullet: str = "") -> str:
+    """The verdict as the command prints it; with bullet="- ", as Markdown."""
     if v is None:
         return "no verdict: the teacher's PyTorch eager row at batch 1 is missing"
-    return "\n".join(lines(v)) + "\n\n" + tabulate(budget_table(v), headers="keys", tablefmt="github",
-                                                    showindex=False)
+    return "\n".join(bullet + line for line in lines(v)) + "\n\n" + tabulate(
+        budget_table(v), headers="keys", tablefmt="github", showindex=False)

@@ -57,13 +57,13 @@ class Metric:
 
     def with_ci(self, gold, predicted, n_resamples: int = 1000, seed: int = 13, level: float = 0.95):
         """(value, low, high): the metric with its bootstrap interval over test examples."""
-        low, high = paired_bootstrap_ci(lambda g, p: self.batched(g, p), (gold, predicted), n_resamples, seed, level)
+        low, high = bootstrap_interval(lambda g, p: self.batched(g, p), (gold, predicted), n_resamples, seed, level)
         return self(gold, predicted), low, high
 
     def difference_ci(self, gold, predicted, baseline, n_resamples: int = 1000, seed: int = 13, level: float = 0.95):
         """(metric(predicted) - metric(baseline), low, high): two models' predictions on the same examples, compared
         with a paired bootstrap (one resample of examples scores both), tighter than two separate intervals."""
-        low, high = paired_bootstrap_ci(lambda g, p, b: self.batched(g, p) - self.batched(g, b),
+        low, high = bootstrap_interval(lambda g, p, b: self.batched(g, p) - self.batched(g, b),
                                         (gold, predicted, baseline), n_resamples, seed, level)
         return self(gold, predicted) - self(gold, baseline), low, high
 
@@ -72,10 +72,13 @@ ACCURACY = Metric("accuracy", "accuracy")
 RESAMPLES_PER_BATCH = 200   # bounds the memory of a bootstrap over a large test split
 
 
-def paired_bootstrap_ci(statistic, samples, n_resamples: int = 1000, seed: int = 13, level: float = 0.95):
+def bootstrap_interval(statistic, samples, n_resamples: int = 1000, seed: int = 13, level: float = 0.95):
     """(low, high): the seeded percentile bootstrap interval of `statistic(*samples)`, each resample drawing the same
     test examples from every sample. `statistic` takes (resamples x examples) arrays and returns one value per row."""
     samples = tuple(np.asarray(s) for s in samples)
+    if len(samples[0]) < 2:   # scipy resamples two or more; a single example has no spread: its value is the interval
+        value = float(statistic(*(s[None] for s in samples))[0])
+        return value, value
     result = stats.bootstrap(samples, lambda *rows, axis=-1: statistic(*rows), n_resamples=n_resamples,
                              batch=RESAMPLES_PER_BATCH, vectorized=True, paired=True, confidence_level=level,
                              method="percentile", rng=np.random.default_rng(seed))
@@ -86,7 +89,7 @@ def bootstrap_ci(correct: np.ndarray, n_resamples: int = 1000, seed: int = 13, l
     """Percentile bootstrap interval for the mean of a 0/1 vector (resampling test examples); of a difference of two
     such vectors, it is the paired interval of the difference of their means."""
     correct = np.asarray(correct, dtype=np.float64)
-    return paired_bootstrap_ci(lambda rows: rows.mean(axis=-1), (correct,), n_resamples, seed, level)
+    return bootstrap_interval(lambda rows: rows.mean(axis=-1), (correct,), n_resamples, seed, level)
 
 
 def evaluate(y_true, proba, teacher_pred=None, n_resamples=1000, seed=13, metric: Metric | None = None) -> dict:

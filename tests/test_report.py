@@ -82,6 +82,7 @@ def test_bootstrap_ci_covers_the_mean_and_narrows_with_n():
     assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
     assert (hi_l - lo_l) < (hi_s - lo_s) / 5
     assert bootstrap_ci(small, 500, seed=1) == bootstrap_ci(small, 500, seed=1)
+    assert bootstrap_ci([1.0]) == (1.0, 1.0)   # one example: nothing to resample, the value itself
 
 
 def test_build_report_writes_all_files(tmp_path):
