@@ -97,3 +97,13 @@ def test_the_verdict_compares_distilled_and_hard_label_students_paired(reported)
     paid = budget["paid"]
     assert paid["low"] <= paid["difference"] <= paid["high"]
     assert paid["difference"] == pytest.approx(budget["distilled"]["score"] - budget["hard"]["score"], abs=1e-9)
+
+
+def test_render_reopens_the_run_for_its_verdict(reported, capsys):
+    """`mbtb render` (bench.report) finds the run's cached predictions itself: the same warning, first."""
+    from bench.report import main as render
+    assert render(["--profile", "smoke", "--artifacts", str(reported / "artifacts"),
+                   "--reports", str(reported / "reports")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    summary = json.loads((reported / "reports" / "smoke" / "summary.json").read_text())
+    assert out[0].startswith("wrote ") and out[2] == summary["warning"] and summary["verdict"]["checked"]
