@@ -99,9 +99,8 @@ def best_hard_student(predictions) -> str | None:
     return max(hard, key=lambda m: predictions.score(m, split), default=None)
 
 
-def warning(beaten: list[dict], metric: str, ship: str | None) -> str | None:
-    if not beaten:
-        return None
+def warning(beaten: list[dict], metric: str, ship: str | None) -> str:
+    """The first line of the report when `beaten` names anyone: the top student's scores and what to try."""
     top = beaten[0]
     dev = (f"{top['dev']:.4f} {metric} on dev against the teacher's {top['teacher_dev']:.4f}, and "
            if top["dev"] is not None else f"{metric} ")
