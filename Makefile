@@ -25,7 +25,7 @@ help:
 	@echo "make bench [PROFILE=...]                 export every model, time it (reports/<profile>/bench.json)"
 	@echo "make report [BUDGET_MS=5] [MAX_DROP=1]    distill + ablation + export + bench (batch 1, 32) + reports/<profile>/"
 	@echo "      [ABLATION=0] [BATCH_SIZES=1,8,32,128]  report.{md,html}, pareto.png, results.csv, timings.json; ends with"
-	@echo "                                         a stage-time table (default profile: ~30 min from a clean clone)"
+	@echo "                                         the verdict (default profile: ~30 min from a clean clone)"
 	@echo "make ablation [PROFILE=...]              hard vs soft vs +augmentation vs +annealing (reports/<profile>/ablation.*)"
 	@echo "make gate [BASE=rev]                      speedup-regression gate: base revision vs working tree, timed"
 	@echo "                                         side by side here (smoke profile; CI)"
@@ -99,7 +99,7 @@ bench: distill
 	$(MBTB) bench $(RUN) --batch-sizes $(BATCH_SIZES) $(if $(BENCH_ARGS),-- $(BENCH_ARGS))
 
 # Everything, each stage timed (bench/make_report.py): distill, ablation (ABLATION=0 leaves it out), export, bench,
-# report; ends with a stage-time table, also in reports/<profile>/timings.json.
+# report; prints a stage-time table (also in reports/<profile>/timings.json), then the verdict (docs/report.md).
 ABLATION ?= 1
 report: setup
 	$(MBTB) report $(RUN) $(DATA_ARGS) --started $(MAKE_STARTED) --batch-sizes $(BATCH_SIZES) \

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from distill import ablation
+from distill.metrics import ACCURACY
 from distill.pipeline import Run
 
 FAST = {"transformer": {"max_steps": 4, "max_length": 24, "batch_size": 16},
@@ -31,6 +32,7 @@ def test_ablation_writes_csv_and_markdown(ablation_run):
     assert variants["nb"] == ["hard", "soft", "soft+aug"]  # not in ablation.anneal
     assert set(variants) == {"tfidf_lr", "tfidf_ridge", "nb", "bilstm", "static", "transformer"}
     assert ((written["ci_low"] <= written["accuracy"]) & (written["accuracy"] <= written["ci_high"])).all()
+    assert set(written["metric"]) == {"accuracy"} and (written["score"] == written["accuracy"]).all()
     assert (written.loc[written["variant"] == "hard", "gain_vs_hard"] == 0).all()
     assert ((written["gain_ci_low"] <= written["gain_vs_hard"] + 1e-9)
             & (written["gain_vs_hard"] <= written["gain_ci_high"] + 1e-9)).all()
@@ -41,6 +43,27 @@ def test_ablation_writes_csv_and_markdown(ablation_run):
     assert (written.loc[~written["variant"].str.contains("aug"), "train_texts"] == train).all()
     md = (ablation_run.reports / "ablation.md").read_text()
     assert "| tfidf_lr |" in md and "python -m distill.ablation --profile tiny" in md and "Transfer set:" in md
+
+
+def test_the_ablation_scores_and_gains_follow_the_runs_metric(ablation_run):
+    """`--metric macro_f1` (eval.metric): the score columns, the gains over the hard twin and their paired CIs are
+    macro-F1, accuracy stays beside them; the same cached students, scored by a run that names another metric."""
+    ablation.run_ablation(ablation_run)   # the students (cached when the test above has run)
+    cfg = copy.deepcopy(ablation_run.cfg)
+    cfg["eval"]["metric"] = "macro_f1"
+    run = Run("tiny", cfg, ablation_run.dir.parent, ablation_run.reports.parent, progress=False, log=lambda *_: None)
+    table = ablation.ablation_table(run)
+    assert list(table.columns) == ablation.COLUMNS and set(table["metric"]) == {"macro_f1"}
+    np.testing.assert_allclose(table["score"], table["macro_f1"], atol=1e-9)      # sklearn's macro-F1 agrees
+    assert not np.allclose(table["score"], table["accuracy"])
+    hard = table[table["variant"] == "hard"].set_index("student")["score"]
+    np.testing.assert_allclose(table["gain_vs_hard"], table["score"] - table["student"].map(hard), atol=1e-9)
+    assert ((table["gain_ci_low"] <= table["gain_vs_hard"] + 1e-9)
+            & (table["gain_vs_hard"] <= table["gain_ci_high"] + 1e-9)).all()
+    md = ablation.markdown(run, table, "mbtb ablation --metric macro_f1")
+    assert "Test macro_f1 [bootstrap 95% CI]" in md and "macro_f1 gain with a paired bootstrap" in md
+    teacher_line = next(line for line in md.splitlines() if line.startswith("Data "))
+    assert " macro_f1 0." in teacher_line
 
 
 def test_annealing_is_real_for_neural_students_and_a_fixed_mix_for_linear_ones(ablation_run):
@@ -72,6 +95,9 @@ def test_paired_gain_interval_brackets_the_gain():
     better = hard | (rng.random(500) < 0.2)
     low, high = ablation.paired_gain_ci(better, hard)
     assert 0 < low <= better.mean() - hard.mean() <= high
+    gold = np.ones(500, dtype=int)   # the same interval through the metric, from the labels
+    assert ACCURACY.difference_ci(gold, better.astype(int), hard.astype(int)) == pytest.approx(
+        (better.mean() - hard.mean(), low, high))
 
 
 def test_cli_rejects_an_unknown_student_in_one_line(tmp_path, capsys):
