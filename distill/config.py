@@ -54,7 +54,7 @@ def section(cfg: dict, name: str) -> dict:
     """The section `name` of `cfg`, configs/default.toml's values for the keys it leaves out, checked."""
     values = {**_read_profile("default")[name], **cfg.get(name, {})}
     try:
-        settings.SECTIONS[name].model_validate(values)
+        settings.model_at((name,)).model_validate(values)
     except ValidationError as exc:
         errors = [{**e, "loc": (name, *e["loc"])} for e in exc.errors()]
         raise user_error(errors) from None

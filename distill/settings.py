@@ -3,8 +3,9 @@
 One pydantic model per section, each refusing keys it does not know (`extra="forbid"`) and values of another type
 (`strict`: no "2" for 2, no 2.0 for 2; a whole number where a number is expected is fine). A student's section
 ([students.<name>], and its override [ablation.<name>]) is derived from the student class's `get_params()`, so the
-two cannot drift. The values themselves live in configs/default.toml, which every profile inherits: the models
-hold no defaults, so no value is written twice.
+two cannot drift. The values themselves live in configs/default.toml, which every profile inherits: the section
+models hold no defaults, so no value is written twice (a student's table may set any of its class's parameters and
+leaves the rest to the class).
 
 Validation checks, it does not convert: the profile's plain dicts flow on unchanged (config.py), so the stage keys
 hashed from them stay what they were.
@@ -121,13 +122,20 @@ class Eval(Section):
     seed: Count
 
 
+def _students():
+    """distill.students, imported when first needed: it brings torch (seconds), which `--help` and the tools that
+    only read a profile never need. Read at each check, so a student registered later (a test, a plugin) counts."""
+    from . import students
+    return students
+
+
 def _registered(names: list[str], section: str, key: str) -> list[str]:
-    from .students import REGISTRY   # the registry as it is now: a test or plugin may have added a student
-    unknown = [n for n in names if n not in REGISTRY]
+    registry = _students().REGISTRY
+    unknown = [n for n in names if n not in registry]
     if unknown:
         raise PydanticCustomError("user", "unknown student(s) {unknown} in {where}; choose from {known}",
                                   {"unknown": ", ".join(unknown), "where": f"{section}.{key}",
-                                   "known": ", ".join(REGISTRY)})
+                                   "known": ", ".join(registry)})
     return names
 
 
@@ -164,7 +172,7 @@ SECTIONS = {"data": Data, "teacher": Teacher, "labelling": Labelling, "transfer"
 def _param_types() -> dict:
     """Types of student parameters by name, for those whose default does not say enough (None) or whose range is
     narrower than "0 or more"; the same name means the same thing in every student."""
-    from .losses import LOSSES
+    from .losses import LOSSES   # torch, too: imported when first needed, as `_students`
     positive = {"C", "lr", "temperature"}
     positive_int = {"hidden", "max_length", "epochs", "batch_size", "pca_dims", "max_features", "max_iter"}
     fractions = {"dropout", "warmup", "weight_decay"}
@@ -183,16 +191,14 @@ def param_type(name: str, default) -> Any:
 @functools.cache
 def student_settings(cls) -> type[Section]:
     """The section model of a student class: its `get_params()` less what the run sets."""
-    from .students import RUN_PARAMS
-    params = {k: v for k, v in cls().get_params().items() if k not in RUN_PARAMS}
+    params = {k: v for k, v in cls().get_params().items() if k not in _students().RUN_PARAMS}
     fields = {k: (param_type(k, v), v) for k, v in params.items()}
     return create_model(f"{cls.__name__}Settings", __base__=Section, **fields)
 
 
 def profile_model() -> type[Section]:
     """The model of a whole profile, for the students registered now."""
-    from .students import REGISTRY
-    return _profile_model(tuple(REGISTRY.items()))
+    return _profile_model(tuple(_students().REGISTRY.items()))
 
 
 @functools.cache

@@ -48,7 +48,8 @@ def message(error: dict, override: Override | None = None) -> str:
     if kind in TYPE_NAMES:
         if not typed:
             return f"{key} must be {TYPE_NAMES[kind]}, not {value!r}"
-        like = "" if override.before is UNSET else f", like the profile's {override.before!r}"
+        before = override.before
+        like = "" if before is UNSET or isinstance(before, dict) else f", like the profile's {before!r}"
         return f"--set {key}={value!r}: expected {TYPE_NAMES[kind]}{like}"
     phrase = "must be a finite number" if kind == "finite_number" else error["msg"]
     return f"--set {key}={value!r}: {phrase}" if typed else f"{key} {phrase}, not {value!r}"

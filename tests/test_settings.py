@@ -32,7 +32,7 @@ def merged(base: dict, over: dict) -> dict:
     return out
 
 
-# --- what flows on stays what it was ----------------------------------------------------------------------------------
+# --- what flows on stays what it was ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", config.available_profiles())
 def test_a_shipped_profile_is_valid_and_flows_on_as_toml_reads_it(name):
     assert load_profile(name) == raw_profile(name)
@@ -53,7 +53,7 @@ def test_a_student_key_the_profile_leaves_out_can_be_set():
     assert cfg["students"]["bilstm"]["pca_dims"] == 64 and cfg["students"]["born_again"] == {"epochs": 2}
 
 
-# --- one-line errors --------------------------------------------------------------------------------------------------
+# --- one-line errors ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("override, message", [
     ("students.bilstm.hiden=3", "--set students.bilstm.hiden: unknown key 'hiden' (did you mean 'hidden'?); known: "),
     ("ablation.static.batchsize=3", "unknown key 'batchsize' (did you mean 'batch_size'?)"),
@@ -126,7 +126,7 @@ def test_the_cli_stops_on_a_typo_in_a_student_section_before_any_work(profiles, 
     assert not (tmp_path / "artifacts").exists()
 
 
-# --- students: the section follows the class ---------------------------------------------------------------------------
+# --- students: the section follows the class ----------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(zoo.REGISTRY))
 def test_a_student_section_is_what_the_class_takes_less_what_the_run_sets(name):
     cls = zoo.REGISTRY[name]
@@ -152,7 +152,7 @@ def test_build_refuses_a_key_the_student_does_not_take_but_takes_what_the_run_ad
     assert est.C == 2.0 and est.class_weights == [1.0, 2.0]
 
 
-# --- labelling: one place for its defaults ----------------------------------------------------------------------------
+# --- labelling: one place for its defaults ------------------------------------------------------------------------
 def test_labelling_settings_fill_what_a_section_leaves_out_from_the_default_profile():
     assert labelling.settings({}) == PROFILE["labelling"]
     assert labelling.settings({"labelling": {"batch_size": 7}}) == {**PROFILE["labelling"], "batch_size": 7}

@@ -52,6 +52,6 @@ def needs_teacher(name: str, params: dict | None = None) -> bool:
     return bool(uses_teacher and uses_teacher(params or {}))
 
 
-__all__ = ["REGISTRY", "RUN_PARAMS", "build", "needs_teacher", "BiLSTMClassifier", "AveragingEnsemble", "BornAgainClassifier",
-           "StaticEmbeddingClassifier", "TfidfLogisticRegression", "TfidfNaiveBayes", "TfidfRidge",
-           "TransformerClassifier"]
+__all__ = ["REGISTRY", "RUN_PARAMS", "build", "needs_teacher", "BiLSTMClassifier", "AveragingEnsemble",
+           "BornAgainClassifier", "StaticEmbeddingClassifier", "TfidfLogisticRegression", "TfidfNaiveBayes",
+           "TfidfRidge", "TransformerClassifier"]
