@@ -32,33 +32,25 @@ import numpy as np
 
 from . import data as datasets
 from .atomic import write_json
-from .config import fingerprint
+from .config import fingerprint, section
 from .errors import UserError
 
-BACKENDS = ("auto", "torch", "onnx", "ort-opt", "onnx-int8")
 AUTO_CANDIDATES = ("onnx-int8", "ort-opt")
 # PyTorch replaces a faithful export only when this much faster. On a near tie the choice would otherwise follow the
 # machine's noise, and two equally faithful backends still differ in the last bits of the logits, enough to move a
 # student trained on them by a point (the full profile: ORT 19 vs PyTorch 21 texts/s picked PyTorch on a rerun).
 TORCH_MARGIN = 1.25
-ENGINES = ("local", "ray")
 ENGINE_KEYS = ("engine", "shard_size", "actors")   # where the logits are computed: not in the labeller's key
-DEFAULTS = {"backend": "auto", "tolerance": 0.1, "validation_texts": 256, "batch_size": 128, "engine": "local",
-            "shard_size": 2000, "actors": 0}
 
 
 def settings(cfg: dict) -> dict:
-    c = {**DEFAULTS, **cfg.get("labelling", {})}
-    if c["backend"] not in BACKENDS:
-        raise UserError(f"labelling.backend must be one of {', '.join(BACKENDS)}, not {c['backend']!r}")
-    if c["engine"] not in ENGINES:
-        raise UserError(f"labelling.engine must be one of {', '.join(ENGINES)}, not {c['engine']!r}")
+    """The [labelling] section of `cfg` (configs/default.toml's values for keys it leaves out), checked, and Ray
+    installed when it asks for Ray. A profile's section is checked when it is loaded; the CLI calls this once more
+    so a missing Ray fails before the teacher's fine-tune, and stages read `run.cfg["labelling"]` itself."""
+    c = section(cfg, "labelling")
     if c["engine"] == "ray" and importlib.util.find_spec("ray") is None:
         from .ray_labelling import MISSING
         raise UserError(MISSING)
-    for key, least in (("shard_size", 1), ("actors", 0)):
-        if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < least:
-            raise UserError(f"labelling.{key} must be a whole number of at least {least}, not {c[key]!r}")
     return c
 
 
@@ -66,7 +58,7 @@ def label_texts(run, label, texts: list[str], stage: str) -> np.ndarray:
     """`label`'s logits on `texts`, for the stage `stage` of `run`, on the configured engine: in this process, or on
     Ray in shards kept under artifacts/<profile>/.<stage>.partial/ until they are all done (a rerun after a crash
     labels only the shards not yet finished)."""
-    c = settings(run.cfg)
+    c = run.cfg["labelling"]
     if c["engine"] == "local":
         return label(texts, progress=run.progress)
     from .ray_labelling import label_in_shards
@@ -163,7 +155,7 @@ def pick(trials: list[dict]) -> dict:
 
 def build(run) -> None:
     """The `labeller` stage of `run` (a pipeline.Run)."""
-    c = settings(run.cfg)
+    c = run.cfg["labelling"]
 
     def build_stage(tmp):
         sample = datasets.texts_labels(run.split(), "dev")[0][:c["validation_texts"]]
@@ -193,5 +185,5 @@ def load(run) -> Labeller:
     except (OSError, ValueError, KeyError):
         raise UserError(f"cached artifact {directory / 'choice.json'} is unreadable; run again with "
                         "--rebuild-corrupt") from None
-    c = settings(run.cfg)
-    return Labeller(backend, directory, run.teacher_dir(), run.cfg["teacher"]["max_length"], c["batch_size"])
+    return Labeller(backend, directory, run.teacher_dir(), run.cfg["teacher"]["max_length"],
+                    run.cfg["labelling"]["batch_size"])

@@ -255,7 +255,7 @@ class Run:
             logits[train] = labelling.label_texts(self, label, list(texts[train]), "soft_labels")
             reference = label if label.backend == "torch" else labelling.Labeller(
                 "torch", None, self.teacher_dir(), self.cfg["teacher"]["max_length"],
-                labelling.settings(self.cfg)["batch_size"])
+                self.cfg["labelling"]["batch_size"])
             logits[~train] = reference(list(texts[~train]), progress=self.progress)
             out = split.copy()
             for k in range(logits.shape[1]):

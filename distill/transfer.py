@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import augment, labelling
+from . import augment
 from .atomic import atomic_path, write_json
 from .config import fingerprint
 from .errors import UserError
@@ -148,7 +148,7 @@ def build(run) -> None:
         frame = transfer_texts(run.split(), c, tokenizer.mask_token or tokenizer.unk_token or "[MASK]",
                                run.cfg["data"].get("text_col", "text"))
         augment_seconds = time.time() - started
-        texts, label, lab = frame["text"].tolist(), run.labeller(), labelling.settings(run.cfg)
+        texts, label, lab = frame["text"].tolist(), run.labeller(), run.cfg["labelling"]
         engine = lab["engine"]
         if engine == "ray":
             from .ray_labelling import label_in_shards

@@ -345,8 +345,10 @@ def test_averaging_ensemble_fit_clones_members():
 
 # --- registry ----------------------------------------------------------------------------------------------------
 def test_registry_build_filters_params_and_rejects_unknown():
-    est = zoo.build("tfidf_lr", {"C": 0.5, "progress": False, "unrelated": 1})
+    est = zoo.build("tfidf_lr", {"C": 0.5, "progress": False})   # the run's progress flag means nothing to it
     assert isinstance(est, TfidfLogisticRegression) and est.C == 0.5
+    with pytest.raises(UserError, match="student tfidf_lr has no parameter 'unrelated'"):
+        zoo.build("tfidf_lr", {"C": 0.5, "unrelated": 1})
     bil = zoo.build("bilstm", {"hidden": 12, "progress": False})
     assert bil.hidden == 12 and bil.progress is False
     with pytest.raises(UserError, match="unknown student 'svm'"):
