@@ -27,7 +27,7 @@ import numpy as np
 
 FORMAT = "mbtb-package/1"
 MANIFEST = "manifest.json"
-CLI_BATCH = 64
+CLI_BATCH = 64   # the benchmark scores in batches of 64 too (bench/export.py SCORING_BATCH)
 
 
 class PackageError(Exception):
@@ -341,16 +341,22 @@ class Classifier:
 
 
 # --- command line ----------------------------------------------------------------------------------------------
-def batches(items: list, size: int = CLI_BATCH):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def predict_in_batches(model: Classifier, texts: list[str], size: int = CLI_BATCH) -> np.ndarray:
+    """Probabilities of many texts, `size` at a time, each batch of texts of similar length (less padding), in
+    input order. The benchmark's scoring batches the test split the same way, so an int8 model (whose activations
+    are quantised per batch) gives here exactly the probabilities it was scored with."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), len(model.labels)))
+    for start in range(0, len(order), size):
+        rows = order[start:start + size]
+        out[rows] = model.predict_proba([texts[i] for i in rows])
+    return out
 
 
 def print_json_lines(model: Classifier, texts: list[str], out) -> None:
-    for batch in batches(texts):
-        for text, probabilities in zip(batch, model.predict_proba(batch)):
-            out.write(json.dumps({"text": text, "label": model.labels[int(probabilities.argmax())],
-                                  "probabilities": dict(zip(model.labels, probabilities.tolist()))}) + "\n")
+    for text, probabilities in zip(texts, predict_in_batches(model, texts)):
+        out.write(json.dumps({"text": text, "label": model.labels[int(probabilities.argmax())],
+                              "probabilities": dict(zip(model.labels, probabilities.tolist()))}) + "\n")
 
 
 def write_scored_csv(model: Classifier, path: str, text_col: str, out) -> None:
@@ -363,11 +369,10 @@ def write_scored_csv(model: Classifier, path: str, text_col: str, out) -> None:
     writer = csv.DictWriter(out, columns + ["predicted_label"] + [f"probability_{label}" for label in model.labels],
                             extrasaction="ignore")   # a row with more fields than the header keeps the header's
     writer.writeheader()
-    for batch in batches(rows):
-        for row, probabilities in zip(batch, model.predict_proba([row[text_col] for row in batch])):
-            row["predicted_label"] = model.labels[int(probabilities.argmax())]
-            row.update({f"probability_{label}": repr(p) for label, p in zip(model.labels, probabilities.tolist())})
-            writer.writerow(row)
+    for row, probabilities in zip(rows, predict_in_batches(model, [row[text_col] for row in rows])):
+        row["predicted_label"] = model.labels[int(probabilities.argmax())]
+        row.update({f"probability_{label}": repr(p) for label, p in zip(model.labels, probabilities.tolist())})
+        writer.writerow(row)
 
 
 def main(argv=None) -> int:
