@@ -31,8 +31,10 @@ def named_variant(manifest: dict, name: str) -> dict:
     harness."""
     model, _, backend = name.partition("/")
     entry = next((e for e in manifest["variants"] if (e["model"], e["backend"]) == (model, backend)), None)
-    if entry is None:
-        problem = f"{name} is not a variant of this run" if backend else f"name a variant as MODEL/BACKEND, not {name!r}"
+    if not backend:
+        problem = f"name a variant as MODEL/BACKEND, not {name!r}"
+    elif entry is None:
+        problem = f"{name} is not a variant of this run"
     elif entry["status"] != "ok":
         problem = f"{name} failed its export ({entry.get('error', 'no reason recorded')})"
     elif not is_packageable(entry):

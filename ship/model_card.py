@@ -91,10 +91,12 @@ interval over test texts. Agreement: how often the model gives the teacher's lab
 
 ### Results
 
-| | {{ metric }} (95% CI) | accuracy (95% CI) | macro-F1 | agreement with the teacher |
-|---|---|---|---|---|
-| this model | {{ scores.score }} | {{ scores.accuracy }} | {{ scores.macro_f1 }} | {{ scores.agreement }} |
-| teacher (PyTorch) | {{ teacher.score }} | {{ teacher.accuracy }} | {{ teacher.macro_f1 }} | 100% |
+{% set other = metric != "accuracy" -%}
+| | accuracy (95% CI) |{% if other %} {{ metric }} (95% CI) |{% endif %} macro-F1 | agreement with the teacher |
+|---|---|{% if other %}---|{% endif %}---|---|
+| this model | {{ scores.accuracy }} |{% if other %} {{ scores.score }} |{% endif %} {{ scores.macro_f1 }} | \
+{{ scores.agreement }} |
+| teacher (PyTorch) | {{ teacher.accuracy }} |{% if other %} {{ teacher.score }} |{% endif %} {{ teacher.macro_f1 }} | 100% |
 
 **Export validation:** {{ validation }}
 

@@ -365,3 +365,16 @@ def test_serve_refuses_a_broken_package_with_one_line(packaged, tmp_path):
     (folder / "labels.json").write_text('["a", "b"]')
     with pytest.raises(UserError, match="labels.json does not match its sha256"):
         load_package(folder)
+
+
+def test_measure_times_predict_py_beside_the_benchmark_figure(run, manifest, packaged, capsys):
+    from ship.measure import main as measure
+    assert measure([str(packaged[0]["sklearn"]), "--name", run.profile, "--artifacts", str(run.dir.parent),
+                    "--reports", str(run.reports.parent), "--seconds", "0.2"]) == 0
+    cells = [cell.strip() for cell in capsys.readouterr().out.splitlines()[-1].strip("|").split("|")]
+    variant, files, size, load_ms, batch1_ms, benchmark_ms, difference = cells
+    assert variant == "tfidf_lr-distilled/numpy" and int(files) >= 6 and size.endswith(" MB")
+    assert float(load_ms) > 0 and float(batch1_ms) > 0 and difference.endswith("%")
+    bench = next(c for c in fake_bench(manifest)["benchmarks"] if c["extra_info"]["model"] == "tfidf_lr-distilled"
+                 and c["extra_info"]["backend"] == "numpy" and c["extra_info"]["batch_size"] == 1)
+    assert benchmark_ms == f"{bench['stats']['median'] * 1e3:.4f}"
