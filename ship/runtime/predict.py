@@ -10,7 +10,8 @@
 
 Safe to load: every file listed in manifest.json is checked against its sha256 before anything is read, and only
 listed files are read. Weights are ONNX or .npz (read with allow_pickle=False), the rest JSON or a tokenizer's JSON:
-nothing in a package is unpickled or imported.
+no model file is unpickled or imported. (The one module this file imports from beside itself, wordpiece_cache.py,
+is part of the runtime, checked like the rest when the package loaded is this file's own folder.)
 """
 from __future__ import annotations
 
