@@ -32,6 +32,8 @@ help:
 	@echo "make gate-ratios                          one-revision gate vs a baseline recorded on this CPU"
 	@echo "make test                                 run the test suite (what CI runs)"
 	@echo "make serve [PROFILE=...] [PORT=8000]      web page + JSON API comparing teacher and students on 127.0.0.1"
+	@echo "make package PICK=model/backend [OUT=dir]  one variant as a folder that runs without the harness"
+	@echo "      (or BUDGET_MS=/MAX_DROP= for pick-for-me's choice)  (packages/<profile>/<model>-<backend>/)"
 
 $(STAMP): requirements.txt requirements-assets.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +75,15 @@ clean-artifacts:
 .PHONY: serve
 serve: setup
 	$(MBTB) serve $(RUN) --port $(PORT)
+
+# One variant as a self-contained folder (model files, predict.py, requirements.txt, MODEL_CARD.md, checksums):
+# PICK=model/backend, or pick-for-me's choice among the packageable variants with BUDGET_MS or MAX_DROP.
+PICK ?=
+OUT ?=
+.PHONY: package
+package: setup
+	$(MBTB) package $(PICK) $(RUN) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) $(if $(MAX_DROP),--max-drop $(MAX_DROP)) \
+		$(if $(OUT),--out '$(OUT)')
 
 # --- bench / report / gate -------------------------------------------------------------------------------------
 # What the report shows; the full grid: BATCH_SIZES=1,8,32,128
