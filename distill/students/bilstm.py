@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .torch_student import TorchStudent
+from .torch_student import TorchStudent, student_parameters
 
 # "[mask]" stays one token: augmented transfer text (distill/augment.py) uses the teacher's mask token.
 TOKEN = re.compile(r"\[mask\]|[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
@@ -86,6 +86,7 @@ def teacher_word_vectors(teacher, pca_dims: int, words: list[str], memory=None) 
     return vectors
 
 
+@student_parameters
 class BiLSTMClassifier(TorchStudent):
     """BiLSTM over words. `fit(texts, y)`: y = labels (cross-entropy) or teacher logits (`loss`: mse | kl | mix).
 
@@ -103,28 +104,17 @@ class BiLSTMClassifier(TorchStudent):
     train_threads = 1
     clip_norm = 5.0
 
-    def __init__(self, *, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,
-                 dropout=0.3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=2, seed=13,
-                 progress=True, class_weights=None, dev_metric=None, teacher=None, pca_dims=256, memory=None):
-        self.embedding = embedding
-        self.memory = memory
-        self.teacher = teacher
-        self.pca_dims = pca_dims
-        self.hidden = hidden
-        self.max_length = max_length
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.dropout = dropout
-        self.loss = loss
-        self.temperature = temperature
-        self.alpha = alpha
-        self.anneal = anneal
-        self.patience = patience
-        self.seed = seed
-        self.progress = progress
-        self.class_weights = class_weights
-        self.dev_metric = dev_metric
+    embedding: str = "glove-50d"
+    hidden: int = 128
+    max_length: int = 64
+    dropout: float = 0.3
+    teacher: str | None = None
+    pca_dims: int = 256
+    memory: str | None = None
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    patience: int = 2
 
     @staticmethod
     def uses_teacher(params: dict) -> bool:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 from .soft import softmax
-from .torch_student import TorchStudent
+from .torch_student import TorchStudent, student_parameters
 from .wordpiece_cache import WordPieceCache
 
 
@@ -80,6 +80,16 @@ class MeanPooledLinear(nn.Module):
         return self.head(self.bag(ids, offsets))
 
 
+def bag_input(rows: list[np.ndarray]) -> dict:
+    """`MeanPooledLinear`'s input for rows of token ids: all ids in one tensor plus each row's start. An empty row
+    pools to zeros."""
+    lengths = [len(r) for r in rows]
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat = np.concatenate(rows) if sum(lengths) else np.zeros(0, dtype=np.int64)
+    return {"ids": torch.from_numpy(flat.astype(np.int64)), "offsets": torch.from_numpy(offsets)}
+
+
+@student_parameters
 class StaticEmbeddingClassifier(TorchStudent):
     """Model2Vec embeddings of the teacher + mean pooling + a linear head.
 
@@ -96,26 +106,14 @@ class StaticEmbeddingClassifier(TorchStudent):
         """Its embeddings are distilled from the teacher, whatever the parameters."""
         return True
 
-    def __init__(self, *, teacher=None, pca_dims=256, max_length=128, train_embeddings=True, epochs=6,
-                 batch_size=128, lr=3e-3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=1,
-                 seed=13, progress=True, class_weights=None, dev_metric=None, memory=None):
-        self.teacher = teacher
-        self.memory = memory
-        self.pca_dims = pca_dims
-        self.max_length = max_length
-        self.train_embeddings = train_embeddings
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.loss = loss
-        self.temperature = temperature
-        self.alpha = alpha
-        self.anneal = anneal
-        self.patience = patience
-        self.seed = seed
-        self.progress = progress
-        self.class_weights = class_weights
-        self.dev_metric = dev_metric
+    teacher: str | None = None
+    pca_dims: int = 256
+    max_length: int = 128
+    train_embeddings: bool = True
+    memory: str | None = None
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 3e-3
 
     # --- text -> token ids -------------------------------------------------------------------------------------
     @property
@@ -177,8 +175,7 @@ class StaticEmbeddingClassifier(TorchStudent):
         return ids, np.array([len(row) for row in ids])
 
     def _batch(self, ids, rows):
-        flat, offsets = _flatten([ids[i] for i in rows])
-        return {"ids": flat, "offsets": offsets}
+        return bag_input([ids[i] for i in rows])
 
     def _batches(self, lengths, rng):
         # Shuffled batches of any lengths: a bag of embeddings pads nothing.
@@ -205,12 +202,3 @@ class StaticEmbeddingClassifier(TorchStudent):
 
     def predict_proba(self, X):
         return softmax(self.predict_logits(X))
-
-
-
-def _flatten(rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """EmbeddingBag input: all ids in one tensor plus each row's start. An empty row pools to zeros."""
-    lengths = [len(r) for r in rows]
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    flat = np.concatenate(rows) if sum(lengths) else np.zeros(0, dtype=np.int64)
-    return torch.from_numpy(flat.astype(np.int64)), torch.from_numpy(offsets)

@@ -11,12 +11,15 @@ thread setting and the progress bar. A student declares only what is its own:
 - and, where the defaults do not fit: `_loss` (default: `student_loss` of the network's logits), `_optimiser`
   (Adam), `_batches` (length buckets), `_publish` (what `predict` reads, from the network) and `_finish`.
 
-Its parameters (keyword-only, in its own `__init__`, as scikit-learn wants) include at least `epochs`, `batch_size`,
-`lr`, `loss`, `temperature`, `alpha`, `anneal`, `patience`, `seed`, `progress`, `class_weights` and `dev_metric`.
+Its parameters are annotated class attributes with their defaults, made its keyword-only `__init__` by
+`@student_parameters` (a dataclass's, as scikit-learn wants them: one argument per parameter, stored as it is); those
+of the loop are declared here once, and a student redeclares one only to change its default.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +31,9 @@ from ..losses import student_loss
 from ..training_loop import Plan, torch_threads, train, weights_copy
 from .soft import is_soft
 
+# Parameters as annotated attributes: a keyword-only __init__ that stores each argument, and scikit-learn's own
+# equality and repr (a fitted student is not equal to another because its parameters are).
+student_parameters = dataclass(kw_only=True, eq=False, repr=False)
 LENGTH_JITTER = 3   # tokens of noise in the length buckets: texts of one length do not always share a batch
 
 
@@ -50,10 +56,31 @@ def training_targets(y: np.ndarray, hard_labels, needs_gold: bool) -> tuple[torc
     return targets, gold, y.shape[1] if soft else int(y.max()) + 1
 
 
+@student_parameters
 class TorchStudent(ClassifierMixin, BaseEstimator):
-    fit_extras = ("hard_labels", "eval_set")
-    train_threads: int | None = None   # torch threads while training (None: as the process has them)
-    clip_norm: float | None = None     # gradients clipped to this norm (None: not clipped)
+    """`fit(texts, y)`: y = gold labels (cross-entropy) or the teacher's logits (`loss`: mse | kl | mix, the last
+    `alpha` x cross-entropy with `hard_labels` + the rest KL at `temperature`; `anneal=True`: teacher annealing
+    instead, from the teacher's probabilities to `hard_labels`). `epochs` of `batch_size` texts at learning rate
+    `lr`; with `eval_set=(texts, labels)`, a dev evaluation after each epoch, stopping after more than `patience`
+    without improvement and keeping the best weights. `class_weights` weight the gold-label cross-entropy;
+    `dev_metric(gold, predicted)` is what early stopping follows (accuracy when None)."""
+
+    fit_extras: ClassVar[tuple] = ("hard_labels", "eval_set")
+    train_threads: ClassVar[int | None] = None   # torch threads while training (None: as the process has them)
+    clip_norm: ClassVar[float | None] = None     # gradients clipped to this norm (None: not clipped)
+
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 1e-3
+    loss: str = "mse"
+    temperature: float = 2.0
+    alpha: float = 0.5
+    anneal: bool = False
+    patience: int = 1
+    seed: int = 13
+    progress: bool = True
+    class_weights: list | None = None
+    dev_metric: Callable | None = None
 
     def fit(self, X, y, hard_labels=None, eval_set=None):
         with torch_threads(self.train_threads):

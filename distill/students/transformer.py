@@ -18,7 +18,7 @@ from ..batching import length_batches
 from ..errors import UserError
 from ..losses import student_loss
 from ..training_loop import device
-from .torch_student import TorchStudent
+from .torch_student import TorchStudent, student_parameters
 
 INITS = ("teacher", "scratch", "fresh")
 LAYER_CHOICES = ("bottom", "uniform")
@@ -86,6 +86,7 @@ def hidden_state_pairs(student_layers: int, teacher_layers: int) -> list[tuple[i
     return [(j, round(j * teacher_layers / student_layers)) for j in range(1, student_layers + 1)]
 
 
+@student_parameters
 class TransformerClassifier(TorchStudent):
     """A `layers`-layer transformer over the teacher's tokenizer. `fit(texts, y)`: y = labels (cross-entropy) or
     teacher logits (`loss`: mse | kl | mix, or teacher annealing with `anneal=True`).
@@ -107,32 +108,19 @@ class TransformerClassifier(TorchStudent):
         """Initialised from the teacher (its layers, or its shape with `init="fresh"`), whatever the parameters."""
         return True
 
-    def __init__(self, *, teacher=None, layers=3, init="teacher", layer_choice="uniform", max_length=64, epochs=2,
-                 max_steps=0, batch_size=32, lr=1e-4, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
-                 alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,
-                 progress=True, class_weights=None, dev_metric=None):
-        self.teacher = teacher
-        self.layers = layers
-        self.init = init
-        self.layer_choice = layer_choice
-        self.max_length = max_length
-        self.epochs = epochs
-        self.max_steps = max_steps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup = warmup
-        self.loss = loss
-        self.temperature = temperature
-        self.alpha = alpha
-        self.anneal = anneal
-        self.hidden_weight = hidden_weight
-        self.freeze_word_embeddings = freeze_word_embeddings
-        self.patience = patience
-        self.seed = seed
-        self.progress = progress
-        self.class_weights = class_weights
-        self.dev_metric = dev_metric
+    teacher: str | None = None
+    layers: int = 3
+    init: str = "teacher"
+    layer_choice: str = "uniform"
+    max_length: int = 64
+    max_steps: int = 0
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    hidden_weight: float = 0.0
+    freeze_word_embeddings: bool = True
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-4
 
     # --- training (the loop is TorchStudent's) -------------------------------------------------------------------
     def _load_teacher(self, num_classes):
@@ -203,22 +191,15 @@ class TransformerClassifier(TorchStudent):
         return torch.softmax(torch.from_numpy(self.predict_logits(X)), dim=-1).numpy()
 
 
+@student_parameters
 class BornAgainClassifier(TransformerClassifier):
     """Born-again network (Furlanello et al. 2018): a student of the teacher's own architecture, all its layers
     (`layers=0`), initialised as a copy of the teacher (`init="teacher"`) or afresh (`init="fresh"`), then
     distilled from the teacher like the small transformer. Costly on CPU: meant for the `full` profile or a GPU."""
 
-    def __init__(self, *, teacher=None, layers=0, init="teacher", layer_choice="bottom", max_length=64, epochs=2,
-                 max_steps=0, batch_size=32, lr=3e-5, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
-                 alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,
-                 progress=True, class_weights=None, dev_metric=None):
-        super().__init__(teacher=teacher, layers=layers, init=init, layer_choice=layer_choice, max_length=max_length,
-                         epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         warmup=warmup, loss=loss, temperature=temperature, alpha=alpha, anneal=anneal,
-                         hidden_weight=hidden_weight, freeze_word_embeddings=freeze_word_embeddings,
-                         patience=patience, seed=seed, progress=progress, class_weights=class_weights,
-                         dev_metric=dev_metric)
-
+    layers: int = 0
+    layer_choice: str = "bottom"
+    lr: float = 3e-5
 
 class HiddenStateLoss(nn.Module):
     """The mean squared error between the student's hidden states and the teacher's at the same relative depth
