@@ -8,8 +8,9 @@ thread setting and the progress bar. A student declares only what is its own:
 - `_network(texts, num_classes)`: the network to train, built after seeding (it may set learned attributes);
 - `_training_inputs(texts)`: each training text encoded once, and its length;
 - `_batch(inputs, rows)`: the keyword arguments of the network's forward for those rows;
-- and, where the defaults do not fit: `_loss` (default: `student_loss` of the network's logits), `_optimiser`
-  (Adam), `_batches` (length buckets), `_publish` (what `predict` reads, from the network) and `_finish`.
+- and, where the defaults do not fit: `_loss` (default: `student_loss` of the network's logits), `_trainable`,
+  `_optimiser` (Adam), `_batches` (length buckets), `_publish` (what `predict` reads, from the network) and
+  `_finish`.
 
 Its parameters are annotated class attributes with their defaults, made its keyword-only `__init__` by
 `@student_parameters` (a dataclass's, as scikit-learn wants them: one argument per parameter, stored as it is); those
