@@ -8,6 +8,8 @@ Each student class declares what callers need to know about it, instead of calle
   `teacher` parameter; transformer, static, the BiLSTM with the teacher's embeddings); absent means never;
 - `fit_extras`: the keyword arguments its `fit` takes beyond (X, y): `hard_labels` (gold labels beside the teacher's
   logits, for `loss="mix"` and annealing) and `eval_set` (the dev split, for early stopping); absent means none.
+The torch students share one training loop (torch_student.py:TorchStudent). Adding a student is one new file plus
+one line in REGISTRY: docs/add-a-student.md.
 """
 from ..errors import UserError, did_you_mean
 from .bilstm import BiLSTMClassifier
