@@ -151,10 +151,10 @@ def test_a_family_added_in_a_test_reaches_every_stage(tmp_path_factory, tiny_tea
 
 
 def test_models_include_students_trained_on_the_transfer_set(tiny_run, tmp_path):
-    """Once `make ablation` has built them, the transfer-set students (and their ensemble) are in `Run.models()`."""
+    """Once built (by `make ablation`, or as here one by one through the stage graph), the transfer-set students
+    (and their ensemble) are in `Run.models()`."""
     import shutil
 
-    from distill.ablation import build_transfer_student
     # the tiny run without what other tests (the ablation's) may have added to it
     shutil.copytree(tiny_run.dir, tmp_path / "tiny", ignore=shutil.ignore_patterns("*-augmented", "*-annealed",
                                                                                    "transfer", ".transfer.partial"))
@@ -164,7 +164,7 @@ def test_models_include_students_trained_on_the_transfer_set(tiny_run, tmp_path)
     assert not any(m.endswith("-augmented") for m in run.model_ids())
     run.build_transfer()
     for name in ("tfidf_lr", "nb"):
-        build_transfer_student(run, name, "augmented")
+        run.build_student(name, "augmented")
     ids = run.model_ids()
     assert {"tfidf_lr-augmented", "nb-augmented", "ensemble-augmented"} <= set(ids)
     assert run.ensemble_members("ensemble-augmented") == ["tfidf_lr-augmented", "nb-augmented"]
