@@ -68,9 +68,10 @@ def spine(run) -> list[Stage]:
     unknown = [n for n in names if n not in student_zoo.REGISTRY]
     if unknown:
         raise UserError(f"unknown student(s) {', '.join(unknown)}; choose from {', '.join(student_zoo.REGISTRY)}")
-    if set(modes) - set(MODES):
-        raise UserError(f"students.modes takes {' and '.join(MODES)}, not {', '.join(sorted(set(modes) - set(MODES)))}; "
-                        "the students trained on the transfer set are built by `mbtb ablation`")
+    others = sorted(set(modes) - set(MODES))
+    if others:
+        raise UserError(f"students.modes takes {' and '.join(MODES)}, not {', '.join(others)}; the students trained "
+                        "on the transfer set are built by `mbtb ablation`")
     return plan({name: modes for name in names}) + [EVALUATION]
 
 
