@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from . import stages
-from . import student_stage
 from .atomic import write_json
 from .catalogue import MODES, TRAINED_ON, TRANSFER_MODES, Catalogue, logits_of, parse_model_id
 from .store import StageStore
@@ -75,16 +74,6 @@ class Run(Catalogue):
 
     def evaluate(self) -> pd.DataFrame:
         return stages.build(self, stages.EVALUATION)
-
-    # --- students, as their stage makes them (scripts retrain variants of them) --------------------------------
-    def student_extras(self) -> dict:
-        return student_stage.student_extras(self)
-
-    def new_student(self, name: str, params: dict):
-        return student_stage.new_student(self, name, params)
-
-    def fit_student(self, est, texts, targets, hard_labels=None) -> float:
-        return student_stage.fit_student(self, est, texts, targets, hard_labels)
 
     # --- the run's record --------------------------------------------------------------------------------------
     def record(self) -> None:

@@ -17,6 +17,7 @@ from bench.families import FAMILIES, family_of
 from bench.zoo import load_variant, read_manifest
 from distill import students as student_zoo
 from distill.pipeline import Run
+from distill.student_stage import new_student
 from serve import load_run
 from tests.conftest import tiny_config
 
@@ -57,8 +58,8 @@ def test_new_students_declare_their_family():
 
 
 def test_only_the_teacher_embedding_bilstm_is_pointed_at_the_teacher(tiny_run):
-    assert tiny_run.new_student("bilstm", {"embedding": "glove-50d"}).teacher is None
-    student = tiny_run.new_student("bilstm", {"embedding": "teacher", "pca_dims": 8, "epochs": 1, "hidden": 8})
+    assert new_student(tiny_run, "bilstm", {"embedding": "glove-50d"}).teacher is None
+    student = new_student(tiny_run, "bilstm", {"embedding": "teacher", "pca_dims": 8, "epochs": 1, "hidden": 8})
     assert student.teacher == str(tiny_run.teacher_dir())
     texts = ["a fine film", "a dull film", "fine acting", "dull plot"]
     student.fit(texts, [1, 0, 1, 0])
