@@ -23,11 +23,11 @@ from __future__ import annotations
 import sys
 import time
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from . import data as datasets
+from . import stages
 from . import students as student_zoo
 from .atomic import atomic_path, write_text
 from .errors import UserError, one_line_errors
@@ -76,63 +76,11 @@ def variants_of(cfg: dict, name: str) -> list[str]:
     return [v for v in VARIANTS if v != "soft+aug+anneal" or annealed]
 
 
-def transfer_training_data(run: Run) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(texts, teacher logits, reference labels) of the training split + the transfer set: what the `augmented` and
-    `annealed` students learn from. A transfer text's reference label is the teacher's own decision."""
-    texts, gold = datasets.texts_labels(run.split(), "train")
-    transfer = run.transfer_set()
-    extra_logits = transfer[[c for c in transfer.columns if c.startswith("logit_")]].to_numpy(np.float32)
-    targets = np.concatenate([logits_of(run.soft_labels(), "train"), extra_logits])
-    reference = np.concatenate([gold, extra_logits.argmax(1)])
-    return texts + transfer["text"].tolist(), targets, reference
-
-
-def build_transfer_student(run: Run, name: str, stage_mode: str) -> None:
-    """Student `name` trained on the original training split + the transfer set, with the teacher's logits as
-    targets; `stage_mode` is `augmented` or `annealed`. Settings in [ablation.<name>] override [students.<name>]."""
-    params = {**run.cfg["students"].get(name, {}), **run.cfg["ablation"].get(name, {}),
-              **run.student_extras()}
-
-    def build(tmp):
-        all_texts, targets, reference = transfer_training_data(run)
-        est = run.new_student(name, params)
-        annealing = "none"
-        if stage_mode == "annealed":
-            if "anneal" in est.get_params():
-                est.set_params(anneal=True)
-                annealing = "schedule lambda = step / total"
-            else:
-                targets = fixed_mix_logits(targets, reference)
-                annealing = "fixed 0.5 teacher + 0.5 gold mix (schedule average)"
-        seconds = run.fit_student(est, all_texts, targets, reference)
-        with atomic_path(tmp / "model.joblib") as path:
-            joblib.dump(est, path)
-        return {"train_seconds": round(seconds, 2), "params": count_params(est), "train_texts": len(all_texts),
-                "annealing": annealing}
-
-    inputs = {"student": name, "mode": stage_mode, "params": params, "data": run.key("data"),
-              "soft_labels": run.key("soft_labels"), "transfer": run.key("transfer"),
-              "code": getattr(student_zoo.REGISTRY[name], "code_version", 1)}
-    if student_zoo.needs_teacher(name, params):
-        inputs["teacher"] = run.key("teacher")
-    run.stage(f"students/{name}-{stage_mode}", inputs, build)
-
-
 def build_all(run: Run) -> None:
     """Every stage the ablation reads, each cached: data, teacher, soft labels, hard and soft students, the
-    transfer set, and the students trained on it."""
-    names = ablation_students(run.cfg)
-    steps = [("data", run.build_data), ("teacher", run.build_teacher), ("labeller", run.build_labeller),
-             ("soft labels", run.build_soft_labels)]
-    steps += [(f"student {n} ({VARIANTS[v]})", lambda n=n, v=v: run.build_student(n, VARIANTS[v]))
-              for v in ("hard", "soft") for n in names]
-    steps.append(("transfer set", run.build_transfer))
-    steps += [(f"student {n} ({VARIANTS[v]})", lambda n=n, v=v: build_transfer_student(run, n, VARIANTS[v]))
-              for v in ("soft+aug", "soft+aug+anneal") for n in names if v in variants_of(run.cfg, n)]
-    for i, (title, fn) in enumerate(steps, 1):
-        run.log(f"[{i}/{len(steps) + 1}] {title}")
-        fn()
-    run.log(f"[{len(steps) + 1}/{len(steps) + 1}] ablation on the test split")
+    transfer set, and the students trained on it (the stage graph, distill/stages.py)."""
+    modes = {name: [VARIANTS[v] for v in variants_of(run.cfg, name)] for name in ablation_students(run.cfg)}
+    stages.build_all(run, stages.plan(modes, mix=fixed_mix_logits), then="ablation on the test split")
 
 
 def ablation_table(run: Run) -> pd.DataFrame:

@@ -27,11 +27,13 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from . import data as datasets
 from .atomic import write_json
+from .chunked_labelling import label_in_chunks
 from .config import fingerprint, section
 from .errors import UserError
 
@@ -54,19 +56,33 @@ def settings(cfg: dict) -> dict:
     return c
 
 
-def label_texts(run, label, texts: list[str], stage: str) -> np.ndarray:
-    """`label`'s logits on `texts`, for the stage `stage` of `run`, on the configured engine: in this process, or on
-    Ray in shards kept under artifacts/<profile>/.<stage>.partial/ until they are all done (a rerun after a crash
-    labels only the shards not yet finished)."""
+class Labelled(NamedTuple):
+    logits: np.ndarray
+    seconds: float   # spent labelling, over every run that labelled a reused chunk or shard
+    reused: int      # chunks or shards labelled by an earlier, interrupted run
+
+
+def label_texts(run, label, texts: list[str], stage: str, key=None, chunk_size: int | None = None) -> Labelled:
+    """`label`'s logits on `texts`, for the stage `stage` of `run`, on the configured engine: in this process (in
+    chunks of `chunk_size` saved as they finish, when given), or on Ray in shards. Finished chunks or shards are kept
+    under artifacts/<profile>/.<stage>.partial/ for the work keyed `key` (by default the labeller's) until every text
+    is labelled, so a rerun after a crash labels only what was not finished."""
     c = run.cfg["labelling"]
-    if c["engine"] == "local":
-        return label(texts, progress=run.progress)
-    from .ray_labelling import label_in_shards
-    partial = run.partial_dir(stage, fingerprint(run.key("labeller"), c["shard_size"]))
-    logits, seconds, reused = label_in_shards(texts, label, partial, c, run.progress, run.log)
+    key = run.key("labeller") if key is None else key
+    partial = run.store.partial_path(stage)
+    if c["engine"] == "ray":
+        from .ray_labelling import label_in_shards
+        shards = run.store.partial_dir(stage, fingerprint(key, c["shard_size"]))
+        labelled = Labelled(*label_in_shards(texts, label, shards, c, run.progress, run.log))
+        run.log(f"  {stage}: {len(texts):,} texts labelled on Ray in {labelled.seconds:.0f}s "
+                f"({labelled.reused} shard(s) reused)")
+    elif chunk_size is not None:
+        labelled = Labelled(*label_in_chunks(texts, label, partial, key, chunk_size, run.progress))
+    else:
+        started = time.time()
+        labelled = Labelled(label(texts, progress=run.progress), time.time() - started, 0)
     shutil.rmtree(partial, ignore_errors=True)
-    run.log(f"  {stage}: {len(texts):,} texts labelled on Ray in {seconds:.0f}s ({reused} shard(s) reused)")
-    return logits
+    return labelled
 
 
 class Labeller:
@@ -153,18 +169,22 @@ def pick(trials: list[dict]) -> dict:
     return torch_trial if torch_trial["texts_per_second"] >= TORCH_MARGIN * fastest["texts_per_second"] else fastest
 
 
-def build(run) -> None:
-    """The `labeller` stage of `run` (a pipeline.Run)."""
+def labeller_inputs(run) -> dict:
+    """What the `labeller` stage's key hashes: this section but where the logits are computed, and the teacher."""
+    keyed = {k: v for k, v in run.cfg["labelling"].items() if k not in ENGINE_KEYS}
+    return {"labelling": keyed, "teacher": run.key("teacher")}
+
+
+def build_labeller(run, tmp, inputs) -> dict:
+    """The `labeller` stage of `run` (declared in distill/stages.py), written into `tmp`."""
     c = run.cfg["labelling"]
+    sample = datasets.texts_labels(run.split(), "dev")[0][:c["validation_texts"]]
+    if not sample:
+        raise UserError("the dev split is empty, so the labeller cannot be validated; give more data")
+    return choose(run.teacher_dir(), sample, c, run.cfg["teacher"]["max_length"], tmp, run.log)
 
-    def build_stage(tmp):
-        sample = datasets.texts_labels(run.split(), "dev")[0][:c["validation_texts"]]
-        if not sample:
-            raise UserError("the dev split is empty, so the labeller cannot be validated; give more data")
-        return choose(run.teacher_dir(), sample, c, run.cfg["teacher"]["max_length"], tmp, run.log)
 
-    keyed = {k: v for k, v in c.items() if k not in ENGINE_KEYS}
-    _, info = run.stage("labeller", {"labelling": keyed, "teacher": run.key("teacher")}, build_stage)
+def labeller_done(run, info) -> None:
     chosen = next(t for t in info["trials"] if t["backend"] == info["backend"])
     run.log(f"  labeller: {source_line(info)} ({chosen['texts_per_second']:.0f} texts/s)")
 

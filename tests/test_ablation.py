@@ -1,5 +1,6 @@
 """The ablation end to end on the tiny run: every stage it needs, then reports/<profile>/ablation.csv and .md."""
 import copy
+import json
 
 import numpy as np
 import pandas as pd
@@ -87,6 +88,19 @@ def test_second_run_is_all_cached(ablation_run):
               log=lambda line: built.append(line) if "built" in line else None)
     ablation.run_ablation(run)
     assert built == []
+
+
+def test_a_transfer_student_is_keyed_as_its_distilled_twin_plus_the_transfer_set(ablation_run):
+    """One student stage for every mode: what the key of `bilstm-augmented` hashes is its distilled twin's, with the
+    transfer set's key and [ablation.bilstm] over [students.bilstm]."""
+    ablation.build_all(ablation_run)
+    twin, augmented = (json.loads((ablation_run.dir / "students" / f"bilstm-{mode}" / "stage.json").read_text())
+                       ["inputs"] for mode in ("distilled", "augmented"))
+    assert set(augmented) - set(twin) == {"transfer"} and augmented["transfer"] == ablation_run.key("transfer")
+    assert augmented["params"] == {**twin["params"], **ablation_run.cfg["ablation"]["bilstm"]} != twin["params"]
+    assert augmented["soft_labels"] == twin["soft_labels"] == ablation_run.key("soft_labels")
+    assert {k: v for k, v in augmented.items() if k not in ("mode", "params", "transfer")} == \
+        {k: v for k, v in twin.items() if k not in ("mode", "params")}
 
 
 def test_paired_gain_interval_brackets_the_gain():

@@ -167,14 +167,14 @@ def failing_writes(monkeypatch, code: int):
     import contextlib
     import os
 
-    from distill import pipeline
+    from distill import store
 
     @contextlib.contextmanager
     def refuse(target):
         raise OSError(code, os.strerror(code), str(target))
         yield
 
-    monkeypatch.setattr(pipeline, "atomic_dir", refuse)
+    monkeypatch.setattr(store, "atomic_dir", refuse)
 
 
 @pytest.mark.parametrize("case", list(LATE_CASES))
