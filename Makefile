@@ -25,13 +25,15 @@ help:
 	@echo "make bench [PROFILE=...]                 export every model, time it (reports/<profile>/bench.json)"
 	@echo "make report [BUDGET_MS=5] [MAX_DROP=1]    distill + ablation + export + bench (batch 1, 32) + reports/<profile>/"
 	@echo "      [ABLATION=0] [BATCH_SIZES=1,8,32,128]  report.{md,html}, pareto.png, results.csv, timings.json; ends with"
-	@echo "                                         a stage-time table (default profile: ~30 min from a clean clone)"
+	@echo "                                         the verdict (default profile: ~30 min from a clean clone)"
 	@echo "make ablation [PROFILE=...]              hard vs soft vs +augmentation vs +annealing (reports/<profile>/ablation.*)"
 	@echo "make gate [BASE=rev]                      speedup-regression gate: base revision vs working tree, timed"
 	@echo "                                         side by side here (smoke profile; CI)"
 	@echo "make gate-ratios                          one-revision gate vs a baseline recorded on this CPU"
 	@echo "make test                                 run the test suite (what CI runs)"
 	@echo "make serve [PROFILE=...] [PORT=8000]      web page + JSON API comparing teacher and students on 127.0.0.1"
+	@echo "make package PICK=model/backend [OUT=dir]  one variant as a folder that runs without the harness"
+	@echo "      (or BUDGET_MS=/MAX_DROP= for pick-for-me's choice)  (packages/<profile>/<model>-<backend>/)"
 
 $(STAMP): requirements.txt requirements-assets.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +76,15 @@ clean-artifacts:
 serve: setup
 	$(MBTB) serve $(RUN) --port $(PORT)
 
+# One variant as a self-contained folder (model files, predict.py, requirements.txt, MODEL_CARD.md, checksums):
+# PICK=model/backend, or pick-for-me's choice among the packageable variants with BUDGET_MS or MAX_DROP.
+PICK ?=
+OUT ?=
+.PHONY: package
+package: setup
+	$(MBTB) package $(PICK) $(RUN) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) $(if $(MAX_DROP),--max-drop $(MAX_DROP)) \
+		$(if $(OUT),--out '$(OUT)')
+
 # --- bench / report / gate -------------------------------------------------------------------------------------
 # What the report shows; the full grid: BATCH_SIZES=1,8,32,128
 BATCH_SIZES ?= 1,32
@@ -99,22 +110,23 @@ bench: distill
 	$(MBTB) bench $(RUN) --batch-sizes $(BATCH_SIZES) $(if $(BENCH_ARGS),-- $(BENCH_ARGS))
 
 # Everything, each stage timed (bench/make_report.py): distill, ablation (ABLATION=0 leaves it out), export, bench,
-# report; ends with a stage-time table, also in reports/<profile>/timings.json.
+# report; prints a stage-time table (also in reports/<profile>/timings.json), then the verdict (docs/report.md).
 ABLATION ?= 1
 report: setup
 	$(MBTB) report $(RUN) $(DATA_ARGS) --started $(MAKE_STARTED) --batch-sizes $(BATCH_SIZES) \
 		$(if $(filter 0,$(ABLATION)),--no-ablation) $(if $(BUDGET_MS),--budget-ms $(BUDGET_MS)) \
 		$(if $(MAX_DROP),--max-drop $(MAX_DROP)) $(if $(BENCH_ARGS),--bench-args '$(BENCH_ARGS)') $(ARGS)
 
-# Copy a finished report's small result files into docs/results/<profile>/ (committed; the README's tables come
-# from them: `.venv/bin/python scripts/results_tables.py docs/results/<profile>`).
+# A results page, docs/results/<profile>.md (every table, the stage times, the targets, the machine), written from
+# the committed result files in docs/results/<profile>/ by scripts/results_page.py. COPY_REPORT=1 first copies a
+# finished report's small result files there from reports/<profile>/ (to publish a new run).
+COPY_REPORT ?=
+RESULT_FILES := accuracy.csv ablation.csv results.csv summary.json timings.json pareto.png
 .PHONY: results-docs
 results-docs:
-	@mkdir -p docs/results/$(PROFILE)
-	cp reports/$(PROFILE)/accuracy.csv reports/$(PROFILE)/ablation.csv reports/$(PROFILE)/results.csv \
-		reports/$(PROFILE)/summary.json reports/$(PROFILE)/timings.json reports/$(PROFILE)/pareto.png \
-		docs/results/$(PROFILE)/
-	$(PY) scripts/results_tables.py docs/results/$(PROFILE)
+	$(if $(filter 1,$(COPY_REPORT)),mkdir -p docs/results/$(PROFILE) && \
+		cp $(addprefix reports/$(PROFILE)/,$(RESULT_FILES)) docs/results/$(PROFILE)/)
+	$(PY) -m scripts.results_page docs/results/$(PROFILE)
 
 # The speedup-regression gate (CI): the base revision (BASE=<rev>, default the merge-base with main) and the working
 # tree distilled, exported and timed side by side on this machine, rounds interleaved (bench/ab.py).

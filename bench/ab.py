@@ -36,6 +36,7 @@ from tabulate import tabulate
 from distill.atomic import write_json
 from distill.environment import cpu_flags, environment
 from distill.errors import UserError
+from distill.metrics import bootstrap_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ab_worker.py"
@@ -58,9 +59,7 @@ class Verdict:
 
 
 def bootstrap_median_ci(ratios: np.ndarray, resamples=2000, seed=0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    medians = np.median(rng.choice(ratios, size=(resamples, len(ratios)), replace=True), axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+    return bootstrap_interval(lambda rows: np.median(rows, axis=-1), (ratios,), resamples, seed)
 
 
 def judge(base: np.ndarray, head: np.ndarray, tolerance: float) -> Verdict:

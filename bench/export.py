@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from distill import data as datasets
 from distill import runs
+from distill.batching import length_batches
 from distill.errors import one_line_errors
 from distill.families import family_of
 from distill.families.manifest import Manifest, has_manifest, manifest_path, read_manifest, write_manifest
@@ -67,10 +68,8 @@ def native_size(run: Run, model_id: str) -> int:
 def predict_by_length(pred, texts: list[str], batch_size: int = SCORING_BATCH) -> np.ndarray:
     """`pred.predict_proba(texts)` in batches of similar length (in input order): one batch of the whole test split
     would pad every sentence to the longest, which costs a transformer several times the work."""
-    order = np.argsort([len(t) for t in texts], kind="stable")
     out = None
-    for start in range(0, len(texts), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in length_batches([len(t) for t in texts], batch_size):
         probs = np.asarray(pred.predict_proba([texts[i] for i in rows]), dtype=np.float64)
         if out is None:
             out = np.zeros((len(texts), probs.shape[1]))

@@ -4,11 +4,13 @@
     ablation  the transfer set and the students trained on it (--no-ablation, or `make report ABLATION=0`, skips it)
     export    every model x backend, validated against its source
     bench     pytest-benchmark over the export manifest (batch 1 and 32; skipped when nothing it times changed)
-    report    results.csv, report.md/.html, pareto.png, summary.json
+    report    each model's dev and test predictions (a cached stage), results.csv, report.md/.html, pareto.png,
+              summary.json
 
-Each cached stage is reused, so a second run with nothing changed only checks checksums. The run ends with a table
-of where the time went, also written to reports/<profile>/timings.json (with `--started`, the wall time before
-Python started, i.e. `make`'s set-up, is counted too).
+Each cached stage is reused, so a second run with nothing changed only checks checksums. The run prints a table of
+where the time went, also written to reports/<profile>/timings.json (with `--started`, the wall time before Python
+started, i.e. `make`'s set-up, is counted too), and ends with the verdict (bench/verdict.py): a warning when a
+student beats the teacher, the teacher's score, and the best variant at each speedup budget.
 """
 from __future__ import annotations
 
@@ -101,10 +103,10 @@ def parser():
     p.add_argument("--backends", help="comma-separated exported backends to export and time (default: every one; "
                    "each model's native backend always)")
     p.add_argument("--rebench", action="store_true", help="time again even when nothing timed has changed")
-    p.add_argument("--budget-ms", type=float, help="pick-for-me: the most accurate variant within this batch-1 "
+    p.add_argument("--budget-ms", type=float, help="pick-for-me: the best-scoring variant within this batch-1 "
                    "latency")
-    p.add_argument("--max-drop", type=float, help="pick-for-me: the fastest variant within this many accuracy "
-                   "points of the teacher")
+    p.add_argument("--max-drop", type=float, help="pick-for-me: the fastest variant within this many points of "
+                   "the teacher's score (the run's metric)")
     p.add_argument("--started", type=float, help="epoch seconds when `make` started, so set-up time is counted")
     return p
 
@@ -117,9 +119,10 @@ def main(argv=None) -> int:
 
     from distill.ablation import run_ablation
     from distill.cli import open_run
+    from distill.predictions import Predictions
 
     from .export import export_all
-    from .report import build_report, summary
+    from .report import build_report
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     run = open_run(args)
@@ -146,7 +149,8 @@ def main(argv=None) -> int:
             time_variants(run, args.artifacts, args.batch_sizes, args.bench_seconds, shlex.split(args.bench_args))
             record["cases"] = len(json.loads(bench_json.read_text())["benchmarks"])
     with timer.step("report"):
-        result = build_report(run.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop)
+        result = build_report(run.profile, args.artifacts, args.reports, args.budget_ms, args.max_drop,
+                              Predictions.of_run(run))
     now = time.time()
     setup = started - args.started if args.started else None
     total = now - (args.started or started)
@@ -157,12 +161,10 @@ def main(argv=None) -> int:
         "setup_seconds": None if setup is None else round(setup, 1), "ablation": not args.no_ablation,
         "batch_sizes": batch_sizes, "bench_seconds": args.bench_seconds,
         "steps": timer.steps, "stages": timer.stages, "table": rows, "environment": environment()})
-    print("\n" + "\n".join(summary(result["table"])))
-    for line in result["picks"]:
-        print(f"pick: {line}")
     print("\nwhere the time went:\n" + tabulate(rows, headers="keys", tablefmt="github", floatfmt=".1f"))
-    print(f"\nwrote {result['dir']}/report.md, report.html, results.csv, pareto.png and timings.json "
-          f"in {total / 60:.1f} min")
+    print(f"\nwrote {result['dir']}/report.md, report.html, summary.json, results.csv, pareto.png and timings.json "
+          f"in {total / 60:.1f} min\n")
+    print(result["text"])
     return 0
 
 

@@ -1,7 +1,8 @@
 """`python -m bench.report`: the accuracy-vs-latency report of a profile, in reports/<profile>/.
 
-results.csv (every model x backend x batch size), report.md (headline tables, Pareto marks, summary, machine),
-pareto.png (accuracy with CI vs batch-1 latency), report.html (one self-contained page, plot embedded).
+results.csv (every model x backend x batch size), report.md (the verdict first, then headline tables with Pareto
+marks, where the time goes, the machine), pareto.png (the run's metric with CI vs batch-1 latency), report.html (one
+self-contained page, plot embedded), summary.json (the verdict as data, for the README).
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from tabulate import tabulate
 
 from distill import runs
 from distill.atomic import atomic_path, write_json, write_text
-from distill.errors import one_line_errors
+from distill.errors import UserError, one_line_errors
 from distill.families import FAMILIES
 from distill.families.manifest import read_manifest
+from distill.predictions import Predictions
 
+from . import verdict as judge
 from .results import frontier, harness_overhead_ms, join, metric_name, pareto_front, pick, read_bench, scored
+from .zoo import open_run
 
 HEADLINE = ["model", "backend", "trained_on", "accuracy", "ci", "median_ms", "p90_ms", "speedup", "size_mb", "pareto"]
 WHERE_TIME_GOES = ["model", "backend", "prepare_median_ms", "model_only_median_ms", "median_ms"]
@@ -39,45 +43,6 @@ def headline(table: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     if name != "accuracy":
         columns.insert(columns.index("ci") + 1, "accuracy")
     return rows.sort_values("median_ms")[columns].rename(columns={"score": name})
-
-
-def headline_sentence(table: pd.DataFrame, keep: float = 0.97) -> str | None:
-    """The frontier in one sentence: the fastest student keeping `keep` of the teacher's score, at batch 1."""
-    table = scored(table)
-    best, teacher = frontier(table, keep)
-    if best is None:
-        return None
-    t_acc, name = teacher["score"], metric_name(table)
-    qualifier = (f"the fastest student keeping ≥ {keep:.0%} of the teacher's {name}"
-                 if best.score >= keep * t_acc - 1e-12 else f"no student keeps {keep:.0%}; the "
-                 + ("most accurate" if name == "accuracy" else f"best by {name}"))
-    return (f"Frontier ({qualifier}): {best.model} ({best.backend}; {best.trained_on}) keeps "
-            f"{best.score / t_acc:.1%} [95% CI {best.score_low / t_acc:.1%}–{best.score_high / t_acc:.1%}] of the "
-            f"teacher's {name} at 1/{teacher['median_ms'] / best.median_ms:.0f} of its batch-1 latency "
-            f"({best.median_ms:.3g} ms vs {teacher['median_ms']:.3g} ms in PyTorch eager, same run).")
-
-
-def summary(table: pd.DataFrame) -> list[str]:
-    """The frontier, then one sentence per student model: the run's metric kept (with CI) and latency fraction at
-    batch 1, fastest backend."""
-    table = scored(table)
-    b1 = table[table["batch_size"] == 1]
-    teacher = b1[(b1["model"] == "teacher") & (b1["backend"] == "torch")]
-    if teacher.empty:
-        return []
-    t_acc, t_ms, name = teacher["score"].iloc[0], teacher["median_ms"].iloc[0], metric_name(table)
-    lines = [headline_sentence(table)]
-    for model, rows in b1[b1["kind"] != "teacher"].groupby("model", sort=False):
-        best = rows.sort_values("median_ms").iloc[0]
-        lines.append(f"{model} ({best.backend}) keeps {best.score / t_acc:.1%} "
-                     f"[95% CI {best.score_low / t_acc:.1%}–{best.score_high / t_acc:.1%}] of the teacher's {name} "
-                     f"at 1/{t_ms / best.median_ms:.0f} of its batch-1 latency ({best.median_ms:.3g} ms vs "
-                     f"{t_ms:.1f} ms).")
-    fastest_teacher = b1[b1["model"] == "teacher"].sort_values("median_ms").iloc[0]
-    lines.append(f"The teacher itself runs {t_ms / fastest_teacher.median_ms:.1f}x faster as "
-                 f"{fastest_teacher.backend} ({fastest_teacher.median_ms:.1f} ms, {name} "
-                 f"{fastest_teacher.score:.2%} vs {t_acc:.2%} in PyTorch eager).")
-    return [line for line in lines if line]
 
 
 def overhead_sentence(table: pd.DataFrame, overhead_ms: float | None) -> str | None:
@@ -144,11 +109,10 @@ def machine_lines(bench: dict) -> list[str]:
             f"commit {m.get('git_commit')}, benchmarked {bench.get('datetime', '')}"]
 
 
-def markdown(profile, table, bench, picks, gpu_note, overhead_ms=None, drift_notes=()) -> str:
-    parts = [f"# Accuracy vs latency — profile `{profile}`", ""]
-    parts += ["## Summary", ""] + [f"- {line}" for line in summary(table)] + [""]
-    if picks:
-        parts += ["## Pick for me", ""] + [f"- {p}" for p in picks] + [""]
+def markdown(profile, table, bench, verdict, gpu_note, overhead_ms=None, drift_notes=()) -> str:
+    parts = [f"> **{verdict['warning']}**", ""] if verdict and verdict["warning"] else []
+    parts += [f"# {metric_name(table).capitalize()} vs latency — profile `{profile}`", ""]
+    parts += ["## Verdict", "", judge.text(verdict, bullet="- "), ""]
     for b in (1, 32):
         rows = headline(table, b)
         if rows.empty:
@@ -177,35 +141,49 @@ def markdown(profile, table, bench, picks, gpu_note, overhead_ms=None, drift_not
     return "\n".join(parts)
 
 
-def html_page(profile, md_text, table, png: Path) -> str:
+def html_verdict(verdict: dict | None) -> tuple[str, str]:
+    """(the warning, above the title; the verdict's sentences and budget table, below it)."""
+    if verdict is None:
+        return "", f"<p>{html.escape(judge.text(None))}</p>"
+    warning = verdict["warning"]
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in judge.lines(verdict) if line != warning)
+    return (f'<p class="warning"><strong>{html.escape(warning)}</strong></p>' if warning else "",
+            f"<ul>{items}</ul>" + judge.budget_table(verdict).to_html(index=False, classes="verdict"))
+
+
+def html_page(profile, md_text, table, png: Path, verdict: dict | None) -> str:
     image = base64.b64encode(png.read_bytes()).decode()
     tables = []
     for b in sorted(table["batch_size"].unique()):
         rows = headline(table, b)
         tables.append(f"<h2>Batch {b}, end to end</h2>" + rows.to_html(index=False, classes="results",
                                                                         float_format=lambda x: f"{x:.4g}"))
-    summary_items = "".join(f"<li>{html.escape(line)}</li>" for line in summary(table))
+    warning, body = html_verdict(verdict)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>my-bert-is-too-big — {html.escape(profile)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;font-size:13px;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:3px 7px}}
-th{{background:#f3f3f3}}img{{max-width:100%}}</style></head>
-<body><h1>Accuracy vs latency — profile {html.escape(profile)}</h1>
-<ul>{summary_items}</ul>
-<img id="pareto" alt="accuracy vs latency, Pareto front" src="data:image/png;base64,{image}">
+th{{background:#f3f3f3}}img{{max-width:100%}}.warning{{background:#fde8e8;padding:.6em;border-left:4px solid #c00}}
+</style></head>
+<body>{warning}<h1>{metric_name(table).capitalize()} vs latency — profile {html.escape(profile)}</h1>
+{body}
+<img id="pareto" alt="the run's metric vs latency, Pareto front" src="data:image/png;base64,{image}">
 {''.join(tables)}
 <details><summary>Report as Markdown</summary><pre>{html.escape(md_text)}</pre></details>
 </body></html>
 """
 
 
-def summary_record(profile, table, bench, overhead_ms, picks) -> dict:
-    """What the README quotes beside results.csv: the frontier, the harness overhead, the machine it ran on."""
+def summary_record(profile, table, bench, overhead_ms, verdict: dict | None) -> dict:
+    """What the README quotes beside results.csv: the warning and the verdict, the frontier, the harness overhead,
+    the machine it ran on."""
     table = scored(table)
     best, teacher = frontier(table)
     machine = bench.get("machine_info", {})
     return {
-        "profile": profile, "headline": summary(table), "picks": picks,
+        "profile": profile, "warning": verdict["warning"] if verdict else None,
+        "headline": judge.lines(verdict) if verdict else [], "picks": verdict["picks"] if verdict else [],
+        "verdict": verdict,
         "frontier": None if best is None else {
             "model": best.model, "backend": best.backend, "accuracy": best.accuracy, "ci_low": best.ci_low,
             "ci_high": best.ci_high, "metric": metric_name(table), "score": best.score, "score_low": best.score_low,
@@ -219,7 +197,19 @@ def summary_record(profile, table, bench, overhead_ms, picks) -> dict:
     }
 
 
-def build_report(profile: str, artifacts="artifacts", reports="reports", budget_ms=None, max_drop=None) -> dict:
+def run_predictions(profile: str, artifacts) -> Predictions | None:
+    """The run's models' dev and test predictions (a cached stage, built here if missing), or None when the run's
+    stages are not under `artifacts` (a report rendered from a manifest alone)."""
+    try:
+        run = open_run(profile, artifacts)
+    except UserError:
+        return None
+    return Predictions.of_run(run) if run.key("soft_labels") else None
+
+
+def build_report(profile: str, artifacts="artifacts", reports="reports", budget_ms=None, max_drop=None,
+                 predictions: Predictions | None = None) -> dict:
+    """Write reports/<profile>/; `predictions` (default: the run's own) feed the verdict's paired CIs and warning."""
     out = Path(reports) / profile
     manifest = read_manifest(Path(artifacts) / profile)
     bench = read_bench(out / "bench.json")
@@ -228,36 +218,36 @@ def build_report(profile: str, artifacts="artifacts", reports="reports", budget_
     for kwargs in ({"budget_ms": budget_ms}, {"max_drop": max_drop}):
         if next(iter(kwargs.values())) is not None:
             picks.append(pick(table, **kwargs)[1])
+    verdict = judge.verdict(table, predictions or run_predictions(profile, artifacts), picks)
     with atomic_path(out / "results.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     plot(table, out / "pareto.png")
     overhead = harness_overhead_ms(bench)
     drift_notes = [v.get("drift_note") for v in manifest.ok() if v.get("drift_note")]
-    md_text = markdown(profile, table, bench, picks, manifest.gpu_skip_reason, overhead, drift_notes)
+    md_text = markdown(profile, table, bench, verdict, manifest.gpu_skip_reason, overhead, drift_notes)
     write_text(out / "report.md", md_text)
-    write_json(out / "summary.json", summary_record(profile, table, bench, overhead, picks))
-    write_text(out / "report.html", html_page(profile, md_text, table, out / "pareto.png"))
-    return {"table": table, "picks": picks, "markdown": md_text, "dir": out}
+    write_json(out / "summary.json", summary_record(profile, table, bench, overhead, verdict))
+    write_text(out / "report.html", html_page(profile, md_text, table, out / "pareto.png", verdict))
+    return {"table": table, "picks": picks, "verdict": verdict, "text": judge.text(verdict), "markdown": md_text,
+            "dir": out}
 
 
 @one_line_errors
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="mbtb render", description="Write reports/<run>/results.csv, report.md, "
-                                "pareto.png and report.html from the export manifest and bench.json (no training, "
-                                "no timing: `mbtb report` runs everything).")
+                                "pareto.png, report.html and summary.json from the export manifest and bench.json "
+                                "(no training, no timing: `mbtb report` runs everything).")
     runs.add_arguments(p)
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--reports", default="reports")
-    p.add_argument("--budget-ms", type=float, help="name the most accurate variant whose batch-1 latency fits")
-    p.add_argument("--max-drop", type=float, help="name the fastest variant within this many accuracy points "
-                   "of the teacher")
+    p.add_argument("--budget-ms", type=float, help="name the best-scoring variant whose batch-1 latency fits")
+    p.add_argument("--max-drop", type=float, help="name the fastest variant within this many points of the "
+                   "teacher's score (the run's metric)")
     args = p.parse_args(argv)
     result = build_report(runs.run_name(args.profile, args.data, args.name), args.artifacts, args.reports,
                           args.budget_ms, args.max_drop)
-    print("\n".join(summary(result["table"])))
-    for line in result["picks"]:
-        print(f"pick: {line}")
-    print(f"wrote {result['dir']}/results.csv, report.md, pareto.png, report.html")
+    print(f"wrote {result['dir']}/results.csv, report.md, pareto.png, report.html, summary.json\n")
+    print(result["text"])
     return 0
 
 

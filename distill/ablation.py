@@ -1,5 +1,6 @@
 """Which ingredient of distillation pays: for each student, hard labels vs. soft targets vs. soft targets on the
-augmented transfer set vs. that plus teacher annealing, each with its bootstrap 95% CI on the test split.
+augmented transfer set vs. that plus teacher annealing, each scored by the run's metric (`[eval] metric`) with its
+bootstrap 95% CI on the test split, and its gain over the hard-label twin with a paired bootstrap 95% CI.
 
     python -m distill.ablation --profile smoke      -> reports/<profile>/ablation.csv and ablation.md
 
@@ -22,21 +23,24 @@ from __future__ import annotations
 import sys
 import time
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from . import data as datasets
+from . import stages
 from . import students as student_zoo
 from .atomic import atomic_path, write_text
 from .errors import UserError, one_line_errors
-from .metrics import count_params, evaluate
+from .metrics import bootstrap_ci, count_params, evaluate
 from .pipeline import Run, logits_of
 from .students.soft import softmax
 
 VARIANTS = {"hard": "baseline", "soft": "distilled", "soft+aug": "augmented", "soft+aug+anneal": "annealed"}
-COLUMNS = ["student", "variant", "model", "accuracy", "ci_low", "ci_high", "macro_f1", "agreement", "gain_vs_hard",
-           "gain_ci_low", "gain_ci_high", "train_texts", "train_seconds", "params"]
+# score, score_low, score_high: the run's metric (named in `metric`) and its CI, as in accuracy.csv and results.csv;
+# gain_vs_hard and its CI are in that metric too. accuracy and its CI stay beside it for readers of older tables.
+COLUMNS = ["student", "variant", "model", "metric", "score", "score_low", "score_high", "accuracy", "ci_low", "ci_high",
+           "macro_f1", "agreement", "gain_vs_hard", "gain_ci_low", "gain_ci_high", "train_texts", "train_seconds",
+           "params"]
 
 
 def fixed_mix_logits(teacher_logits: np.ndarray, gold: np.ndarray, weight: float = 0.5, floor: float = 1e-4):
@@ -49,13 +53,10 @@ def fixed_mix_logits(teacher_logits: np.ndarray, gold: np.ndarray, weight: float
 
 
 def paired_gain_ci(correct: np.ndarray, correct_hard: np.ndarray, n_resamples=1000, seed=13, level=0.95):
-    """Percentile bootstrap interval of accuracy(variant) - accuracy(hard), resampling the same test examples for
-    both (a paired comparison, tighter than comparing two separate intervals)."""
+    """Paired bootstrap interval of accuracy(variant) - accuracy(hard) from their 0/1 vectors on the same test
+    examples (`Metric.difference_ci` does the same for any metric)."""
     diff = np.asarray(correct, dtype=np.float64) - np.asarray(correct_hard, dtype=np.float64)
-    idx = np.random.default_rng(seed).integers(0, len(diff), size=(n_resamples, len(diff)))
-    means = diff[idx].mean(axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    return bootstrap_ci(diff, n_resamples, seed, level)
 
 
 def ablation_students(cfg: dict) -> list[str]:
@@ -75,114 +76,61 @@ def variants_of(cfg: dict, name: str) -> list[str]:
     return [v for v in VARIANTS if v != "soft+aug+anneal" or annealed]
 
 
-def transfer_training_data(run: Run) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(texts, teacher logits, reference labels) of the training split + the transfer set: what the `augmented` and
-    `annealed` students learn from. A transfer text's reference label is the teacher's own decision."""
-    texts, gold = datasets.texts_labels(run.split(), "train")
-    transfer = run.transfer_set()
-    extra_logits = transfer[[c for c in transfer.columns if c.startswith("logit_")]].to_numpy(np.float32)
-    targets = np.concatenate([logits_of(run.soft_labels(), "train"), extra_logits])
-    reference = np.concatenate([gold, extra_logits.argmax(1)])
-    return texts + transfer["text"].tolist(), targets, reference
-
-
-def build_transfer_student(run: Run, name: str, stage_mode: str) -> None:
-    """Student `name` trained on the original training split + the transfer set, with the teacher's logits as
-    targets; `stage_mode` is `augmented` or `annealed`. Settings in [ablation.<name>] override [students.<name>]."""
-    params = {**run.cfg["students"].get(name, {}), **run.cfg["ablation"].get(name, {}),
-              **run.student_extras()}
-
-    def build(tmp):
-        all_texts, targets, reference = transfer_training_data(run)
-        est = run.new_student(name, params)
-        annealing = "none"
-        if stage_mode == "annealed":
-            if "anneal" in est.get_params():
-                est.set_params(anneal=True)
-                annealing = "schedule lambda = step / total"
-            else:
-                targets = fixed_mix_logits(targets, reference)
-                annealing = "fixed 0.5 teacher + 0.5 gold mix (schedule average)"
-        seconds = run.fit_student(est, all_texts, targets, reference)
-        with atomic_path(tmp / "model.joblib") as path:
-            joblib.dump(est, path)
-        return {"train_seconds": round(seconds, 2), "params": count_params(est), "train_texts": len(all_texts),
-                "annealing": annealing}
-
-    inputs = {"student": name, "mode": stage_mode, "params": params, "data": run.key("data"),
-              "soft_labels": run.key("soft_labels"), "transfer": run.key("transfer"),
-              "code": getattr(student_zoo.REGISTRY[name], "code_version", 1)}
-    if student_zoo.needs_teacher(name, params):
-        inputs["teacher"] = run.key("teacher")
-    run.stage(f"students/{name}-{stage_mode}", inputs, build)
-
-
 def build_all(run: Run) -> None:
     """Every stage the ablation reads, each cached: data, teacher, soft labels, hard and soft students, the
-    transfer set, and the students trained on it."""
-    names = ablation_students(run.cfg)
-    steps = [("data", run.build_data), ("teacher", run.build_teacher), ("labeller", run.build_labeller),
-             ("soft labels", run.build_soft_labels)]
-    steps += [(f"student {n} ({VARIANTS[v]})", lambda n=n, v=v: run.build_student(n, VARIANTS[v]))
-              for v in ("hard", "soft") for n in names]
-    steps.append(("transfer set", run.build_transfer))
-    steps += [(f"student {n} ({VARIANTS[v]})", lambda n=n, v=v: build_transfer_student(run, n, VARIANTS[v]))
-              for v in ("soft+aug", "soft+aug+anneal") for n in names if v in variants_of(run.cfg, n)]
-    for i, (title, fn) in enumerate(steps, 1):
-        run.log(f"[{i}/{len(steps) + 1}] {title}")
-        fn()
-    run.log(f"[{len(steps) + 1}/{len(steps) + 1}] ablation on the test split")
+    transfer set, and the students trained on it (the stage graph, distill/stages.py)."""
+    modes = {name: [VARIANTS[v] for v in variants_of(run.cfg, name)] for name in ablation_students(run.cfg)}
+    stages.build_all(run, stages.plan(modes, mix=fixed_mix_logits), then="ablation on the test split")
 
 
 def ablation_table(run: Run) -> pd.DataFrame:
-    """One row per (student, variant): test accuracy with its CI, and the gain over the hard-label twin with a
-    paired bootstrap CI."""
-    c = run.cfg["eval"]
+    """One row per (student, variant): the run's metric on the test split with its CI (accuracy beside it), and the
+    gain over the hard-label twin in that metric with a paired bootstrap CI."""
+    c, metric = run.cfg["eval"], run.metric()
     texts, gold = datasets.texts_labels(run.split(), "test")
     teacher_pred = logits_of(run.soft_labels(), "test").argmax(1)
     train_size = int((run.split()["split"] == "train").sum())
     rows = []
     for name in ablation_students(run.cfg):
-        correct_hard = None
+        hard_pred = None
         for variant in variants_of(run.cfg, name):
             model_id = f"{name}-{VARIANTS[variant]}"
             info = run.stage_info(f"students/{model_id}")
             proba = run.student(model_id).predict_proba(texts)
-            correct = np.asarray(proba).argmax(1) == gold
-            if correct_hard is None:
-                correct_hard = correct
-            low, high = paired_gain_ci(correct, correct_hard, c["bootstrap"], c["seed"])
+            pred = np.asarray(proba).argmax(1)
+            hard_pred = pred if hard_pred is None else hard_pred
+            gain, low, high = metric.difference_ci(gold, pred, hard_pred, c["bootstrap"], c["seed"])
             rows.append({"student": name, "variant": variant, "model": model_id,
-                         **evaluate(gold, proba, teacher_pred, c["bootstrap"], c["seed"]),
-                         "gain_vs_hard": float(correct.mean() - correct_hard.mean()), "gain_ci_low": low,
-                         "gain_ci_high": high, "train_texts": info.get("train_texts", train_size),
+                         **evaluate(gold, proba, teacher_pred, c["bootstrap"], c["seed"], metric),
+                         "gain_vs_hard": gain, "gain_ci_low": low, "gain_ci_high": high,
+                         "train_texts": info.get("train_texts", train_size),
                          "train_seconds": info["train_seconds"], "params": info["params"]})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def markdown(run: Run, table: pd.DataFrame, command: str) -> str:
-    c = run.cfg["eval"]
+    c, metric = run.cfg["eval"], run.metric()
     texts, gold = datasets.texts_labels(run.split(), "test")
-    teacher = evaluate(gold, logits_of(run.soft_labels(), "test"), None, c["bootstrap"], c["seed"])
+    teacher = evaluate(gold, logits_of(run.soft_labels(), "test"), None, c["bootstrap"], c["seed"], metric)
     transfer = run.stage_info("transfer")
     lines = [f"# Distillation ablation: {run.profile} profile", "",
              f"Data `{run.cfg['data']['name']}`, {len(gold):,} test examples; teacher `{run.cfg['teacher']['model']}` "
-             f"{teacher['accuracy']:.4f} [{teacher['ci_low']:.4f}, {teacher['ci_high']:.4f}].",
+             f"{metric.spec} {teacher['score']:.4f} [{teacher['score_low']:.4f}, {teacher['score_high']:.4f}].",
              f"Transfer set: {transfer['rows']:,} texts ({transfer['augmented']:,} augmented, "
              f"{transfer['unlabelled']:,} unlabelled), labelled by the teacher in {transfer['label_seconds']:.0f}s "
              f"({transfer['texts_per_second']:.0f} texts/s).",
-             f"Made by `{command}`. Accuracy [bootstrap 95% CI] on the test split:", "",
+             f"Made by `{command}`. Test {metric.spec} [bootstrap 95% CI]:", "",
              "| student | " + " | ".join(VARIANTS) + " |", "|---" * (len(VARIANTS) + 1) + "|"]
     for name, rows in table.groupby("student", sort=False):
-        cells = {r.variant: f"{r.accuracy:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]" for r in rows.itertuples()}
+        cells = {r.variant: f"{r.score:.4f} [{r.score_low:.4f}, {r.score_high:.4f}]" for r in rows.itertuples()}
         lines.append(f"| {name} | " + " | ".join(cells.get(v, "—") for v in VARIANTS) + " |")
-    lines += ["", "Best variant per student against its hard-label twin (gain with a paired bootstrap 95% CI; "
-              "'beats' = gain larger than the hard twin's CI half-width):", "",
+    lines += ["", f"Best variant per student against its hard-label twin ({metric.spec} gain with a paired bootstrap "
+              "95% CI; 'beats' = gain larger than the hard twin's CI half-width):", "",
               "| student | best variant | gain | gain 95% CI | beats hard |", "|---|---|---|---|---|"]
     for name, rows in table.groupby("student", sort=False):
         hard = rows[rows["variant"] == "hard"].iloc[0]
-        best = rows.loc[rows["accuracy"].idxmax()]
-        half_width = (hard["ci_high"] - hard["ci_low"]) / 2
+        best = rows.loc[rows["score"].idxmax()]
+        half_width = (hard["score_high"] - hard["score_low"]) / 2
         beats = "yes" if best["gain_vs_hard"] > half_width else "no"
         lines.append(f"| {name} | {best['variant']} | {best['gain_vs_hard']:+.4f} | "
                      f"[{best['gain_ci_low']:+.4f}, {best['gain_ci_high']:+.4f}] | {beats} |")
@@ -220,8 +168,9 @@ def main(argv=None) -> int:
     run = open_run(args, cfg)
     command = " ".join(["python -m distill.ablation", *(sys.argv[1:] if argv is None else argv)])
     table = run_ablation(run, command)
-    shown = table[["student", "variant", "accuracy", "ci_low", "ci_high", "gain_vs_hard", "train_texts",
-                   "train_seconds"]]
+    name = run.metric().spec
+    shown = table[["student", "variant", "score", "score_low", "score_high", "gain_vs_hard", "train_texts",
+                   "train_seconds"]].rename(columns={"score": name, "score_low": "ci_low", "score_high": "ci_high"})
     print()
     print(tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".4f"))
     print(f"\nwrote {run.reports / 'ablation.csv'} and ablation.md in {time.time() - started:.0f}s")

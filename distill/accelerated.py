@@ -9,10 +9,10 @@
 `teacher.fine_tune` is one loop for every case. An optimiser step takes `processes x gradient_accumulation` of the
 epoch's length-bucketed batches in a row, `gradient_accumulation` of them on each process, and DDP averages the
 gradients. Only the main process runs the pipeline. The others are helpers: from the start of `python -m distill`
-they wait for the job that the main process hands over from inside `fine_tune` (model, tokenizer, data, settings and
-checkpoint, pickled through the process group), so they need neither the artifacts nor a shared disk, and they leave
-once the teacher is trained, or found cached. The main process alone writes checkpoints and the model, and decides
-when to stop early.
+they wait for the job that the main process hands over from inside `fine_tune` (the function itself with its model,
+tokenizer, data and settings, pickled through the process group), so they need neither the artifacts nor a shared
+disk, and they leave once the teacher is trained, or found cached. The main process alone writes checkpoints and the
+model, and decides when to stop early. This module knows nothing of the teacher: it only hands a job over.
 
 One process with the default options does not use accelerate at all (`Plain`): the loop runs as it always did, bit
 for bit, and accelerate need not be installed.
@@ -55,7 +55,7 @@ class Plain:
     num_processes, process_index, is_main_process, sync_gradients = 1, 0, True, True
 
     def __init__(self):
-        from .teacher import device
+        from .training_loop import device
         self.device = device()
 
     def prepare(self, *objects):
@@ -95,15 +95,14 @@ def describe(accelerator, cfg: dict) -> dict:
             "mixed_precision": precision}
 
 
-def process_batches(accelerator, batches: list, first_step: int, accumulation: int):
-    """(optimiser step, batch) for this process, from `first_step` to the end of the epoch. A step takes
-    `processes x accumulation` batches in a row, `accumulation` of them here; the last step of an epoch wraps round
-    to its first batches, so that every process always has its full share."""
+def step_batches(accelerator, batches: list, accumulation: int) -> list[list]:
+    """This process's batches of each optimiser step of an epoch. A step takes `processes x accumulation` batches in
+    a row, `accumulation` of them here; the last step of an epoch wraps round to its first batches, so that every
+    process always has its full share."""
     processes = accelerator.num_processes
     per_step = processes * accumulation
-    for step in range(first_step, math.ceil(len(batches) / per_step)):
-        for turn in range(accumulation):
-            yield step, batches[(step * per_step + turn * processes + accelerator.process_index) % len(batches)]
+    return [[batches[(step * per_step + turn * processes + accelerator.process_index) % len(batches)]
+             for turn in range(accumulation)] for step in range(math.ceil(len(batches) / per_step))]
 
 
 def from_main(accelerator, value):
@@ -111,12 +110,13 @@ def from_main(accelerator, value):
     return value if accelerator.num_processes == 1 else _broadcast(value)
 
 
-def hand_over(accelerator, model, tokenizer, train, dev_set, cfg: dict, class_weights) -> None:
-    """On the main process of a launch: give the helpers, waiting in `help_fine_tune`, the same fine-tune job. They
-    evaluate with plain accuracy, whatever the main process's metric: its early-stopping decision is the one used."""
+def hand_over(accelerator, function, *args, **kwargs) -> None:
+    """On the main process of a launch: give the helpers, waiting in `help_fine_tune`, the same job,
+    `function(*args, **kwargs)` (pickled by reference: the helpers import it). They evaluate with plain accuracy,
+    whatever the main process's metric: its early-stopping decision is the one used."""
     global _handed_over
     if accelerator.num_processes > 1 and accelerator.is_main_process:
-        _broadcast({"args": (model, tokenizer, train, dev_set, cfg), "class_weights": class_weights})
+        _broadcast({"function": function, "args": args, "kwargs": kwargs})
         _handed_over = True
 
 
@@ -143,12 +143,10 @@ def is_helper() -> bool:
 def help_fine_tune() -> int:
     """A helper's whole run: take the main process's fine-tune job, train its share of every step, leave (status 0)."""
     import transformers
-
-    from . import teacher as T
     transformers.logging.set_verbosity_error()   # the main process speaks for the fine-tune
     job = _broadcast(None)
     if job is not None:
-        T.fine_tune(*job["args"], progress=False, log=lambda *_: None, class_weights=job["class_weights"])
+        job["function"](*job["args"], **job["kwargs"], progress=False, log=lambda *_: None)
     return 0
 
 

@@ -72,7 +72,7 @@ def config_from_args(args) -> dict:
         overrides.append("students.names=[" + ", ".join(_quote(n) for n in names) + "]")
     cfg = apply_overrides(cfg, overrides)
     from .labelling import settings
-    settings(cfg)   # a typo in [labelling] fails now, not after the teacher's fine-tune
+    settings(cfg)   # engine = "ray" without Ray installed fails now, not after the teacher's fine-tune
     return cfg
 
 

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import copy
-import math
 import hashlib
 import json
 import tomllib
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from . import settings
 from .errors import UserError
+from .settings_errors import UNSET, Override, user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -28,6 +31,13 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> dict:
+    """configs/<name>.toml over the profile it inherits, checked against the typed sections (distill/settings.py)."""
+    cfg = _read_profile(name)
+    _check(cfg, prefix=f"configs/{name}.toml: ")
+    return cfg
+
+
+def _read_profile(name: str) -> dict:
     path = CONFIG_DIR / f"{name}.toml"
     if not path.exists():
         raise UserError(f"unknown profile {name!r}; choose one of {', '.join(available_profiles())} "
@@ -36,8 +46,26 @@ def load_profile(name: str) -> dict:
         cfg = tomllib.load(f)
     parent = cfg.pop("inherit", None)
     if parent:
-        cfg = _merge(load_profile(parent), cfg)
+        cfg = _merge(_read_profile(parent), cfg)
     return cfg
+
+
+def section(cfg: dict, name: str) -> dict:
+    """The section `name` of `cfg`, configs/default.toml's values for the keys it leaves out, checked."""
+    values = {**_read_profile("default")[name], **cfg.get(name, {})}
+    try:
+        settings.model_at((name,)).model_validate(values)
+    except ValidationError as exc:
+        errors = [{**e, "loc": (name, *e["loc"])} for e in exc.errors()]
+        raise user_error(errors) from None
+    return values
+
+
+def _check(cfg: dict, prefix: str = "", override: Override | None = None) -> None:
+    try:
+        settings.profile_model().model_validate(cfg)
+    except ValidationError as exc:
+        raise user_error(exc.errors(), prefix, override) from None
 
 
 def _parse_value(text: str):
@@ -47,58 +75,43 @@ def _parse_value(text: str):
         return text  # a bare word, e.g. a model id or a path
 
 
-# Ranges of the keys that have one, wherever they appear ([teacher], [students.bilstm], ...).
-POSITIVE = {"batch_size", "epochs", "lr", "max_length", "hidden", "temperature", "evals_per_epoch", "chunk_size",
-            "bootstrap", "pca_dims", "top_k", "glove_vocab", "max_ngram", "C"}
-FRACTIONS = {"warmup", "dropout", "p_mask", "p_sub", "p_ng", "weight_decay"}
-
-
-def check_value(dotted: str, default, value):
-    """`value` for the key whose profile default is `default`: the same type (an int where a float is expected is
-    fine) and within the key's range. A nanoGPT-configurator-style check, so a typo fails here, not mid-run."""
-    key = dotted.rsplit(".", 1)[-1]
-    if isinstance(default, bool) or isinstance(value, bool):
-        if not (isinstance(default, bool) and isinstance(value, bool)):
-            expected = "true or false" if isinstance(default, bool) else type(default).__name__
-            raise UserError(f"--set {dotted}={value!r}: expected {expected}")
-    elif isinstance(default, float) and isinstance(value, int):
-        value = float(value)
-    elif isinstance(default, str) and not isinstance(value, str):
-        value = str(value)
-    if default is not None and not isinstance(value, type(default)):
-        kinds = {int: "a whole number", float: "a number", str: "text", list: "a list such as [1, 2]",
-                 dict: "a table"}
-        raise UserError(f"--set {dotted}={value!r}: expected {kinds.get(type(default), type(default).__name__)}, "
-                        f"like the profile's {default!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise UserError(f"--set {dotted}={value!r}: must be a finite number")
-        if key in POSITIVE and value <= 0:
-            raise UserError(f"--set {dotted}={value!r}: must be greater than 0")
-        if key in FRACTIONS and not 0 <= value <= 1:
-            raise UserError(f"--set {dotted}={value!r}: must be between 0 and 1")
-        if value < 0:
-            raise UserError(f"--set {dotted}={value!r}: must not be negative")
+def _as_declared(path: tuple, value):
+    """What the shell made of a value, as the key declares it: 2 where a number is expected is 2.0, and a model
+    id or path that TOML read as a number (`--set teacher.model=2024`) is text."""
+    declared = settings.field_type(path)
+    if declared is float and type(value) is int:
+        return float(value)
+    if declared is str and not isinstance(value, (str, bool)):
+        return str(value)
     return value
+
+
+def _table(cfg: dict, path: list[str], dotted: str) -> dict:
+    """The table at `path`, made empty where the profile leaves out one the settings know (a student's)."""
+    node = cfg
+    for depth, key in enumerate(path):
+        if key not in node and settings.model_at(path[:depth + 1]) is not None:
+            node[key] = {}
+        if not isinstance(node.get(key), dict):
+            raise UserError(f"--set {dotted}: no section {key!r} in the profile")
+        node = node[key]
+    return node
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     """Apply `section.key=value` strings; the value is parsed as TOML (numbers, lists, booleans) or kept as text,
-    and must have the type of the profile's value and lie in the key's range (`check_value`)."""
+    and must have the key's declared type and range (distill/settings.py)."""
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set expects section.key=value, got {item!r}")
-        dotted, raw = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = cfg
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                raise UserError(f"--set {dotted}: no section {key!r} in the profile")
-            node = node[key]
-        if keys[-1] not in node:
-            raise UserError(f"--set {dotted}: unknown key {keys[-1]!r}; known: {', '.join(sorted(node))}")
-        node[keys[-1]] = check_value(dotted.strip(), node[keys[-1]], _parse_value(raw.strip()))
+        dotted, raw = (part.strip() for part in item.split("=", 1))
+        path = dotted.split(".")
+        node = _table(cfg, path[:-1], dotted)
+        value = _as_declared(tuple(path), _parse_value(raw))
+        before = node.get(path[-1], UNSET)
+        node[path[-1]] = value
+        _check(cfg, override=Override(tuple(path), value, before))
     return cfg
 
 

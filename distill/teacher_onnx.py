@@ -109,9 +109,9 @@ class OnnxLogits:
     def __call__(self, texts: list[str], max_length: int, batch_size: int = 64, progress=False) -> np.ndarray:
         from tqdm.auto import tqdm
 
-        from .teacher import batches_by_length
+        from .batching import length_batches
         out = None
-        batches = batches_by_length(np.array([len(t) for t in texts]), batch_size)
+        batches = length_batches([len(t) for t in texts], batch_size)
         for batch in tqdm(batches, desc="labelling", disable=not progress, leave=False):
             enc = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True, max_length=max_length,
                                  return_tensors="np")

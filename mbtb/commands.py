@@ -18,6 +18,7 @@ COMMANDS = {
     "report": ("bench.make_report", "everything above, each stage timed (what `make report` runs)"),
     "serve": ("serve.__main__", "web page + JSON API comparing teacher and students"),
     "gate": ("bench.ab", "speedup-regression gate: base revision vs working tree, timed side by side"),
+    "package": ("ship.__main__", "one variant as a folder that runs without the harness, with a model card"),
 }
 
 

@@ -2,7 +2,7 @@
 "Results on the full profile").
 
 Trains one BiLSTM per `--seeds` on the run's training split + transfer set with the teacher's logits (the `augmented`
-recipe of distill/ablation.py, or `annealed`), scores each on dev and test, then every ensemble of the first k of
+recipe of distill/student_stage.py, or `annealed`), scores each on dev and test, then every ensemble of the first k of
 them, alone and with the run's other configured ensemble members of the same mode (`students.ensemble`), averaging
 probabilities as the run's ensembles do. Accuracy only: an ensemble of k BiLSTMs costs at least k times one
 BiLSTM's batch-1 time, which the run's results.csv gives.
@@ -26,22 +26,15 @@ from tabulate import tabulate
 
 from bench.zoo import open_run
 from distill import data as datasets
-from distill.ablation import transfer_training_data
 from distill.errors import one_line_errors
 from distill.metrics import evaluate
 from distill.pipeline import logits_of
+from distill.student_stage import student_params, train
 
 
 def train_bilstm(run, seed: int, mode: str):
-    """A BiLSTM as `distill.ablation.build_transfer_student` trains it, with its seed replaced."""
-    params = {**run.cfg["students"].get("bilstm", {}), **run.cfg["ablation"].get("bilstm", {}),
-              **run.student_extras(), "seed": seed}
-    texts, targets, reference = transfer_training_data(run)
-    est = run.new_student("bilstm", params)
-    if mode == "annealed":
-        est.set_params(anneal=True)
-    run.fit_student(est, texts, targets, reference)
-    return est
+    """A BiLSTM as the run's `bilstm-<mode>` stage trains it (distill/student_stage.py), with its seed replaced."""
+    return train(run, "bilstm", mode, {**student_params(run, "bilstm", mode), "seed": seed})[0]
 
 
 def scores(proba: dict, gold: dict, teacher_accuracy: float) -> dict:

@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="threads of one model call (PyTorch and ONNX Runtime; default: %(default)s): with 1, "
                    "concurrent requests run on different cores; more lowers one lone request's latency")
+    p.add_argument("--package", help="serve this package (a folder made by `mbtb package`) instead of a run")
     return p
 
 
@@ -57,11 +58,17 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)   # before loading: ONNX Runtime sessions take torch's thread count
 
-    print(f"profile {args.profile}: loading models from {args.artifacts}/{args.profile}", flush=True)
+    print(f"package {args.package}: loading" if args.package else
+          f"profile {args.profile}: loading models from {args.artifacts}/{args.profile}", flush=True)
     try:
         backends = tuple(b for b in args.backends.split(",") if b)
-        loaded = load_profile(args.profile, args.artifacts, args.reports, log=lambda line: print(line, flush=True),
-                              backends=backends, reference=args.reference)
+        if args.package:
+            from .package import load_package
+            loaded = load_package(args.package, args.threads, log=lambda line: print(line, flush=True))
+        else:
+            loaded = load_profile(args.profile, args.artifacts, args.reports,
+                                  log=lambda line: print(line, flush=True), backends=backends,
+                                  reference=args.reference)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,13 @@
 """The ablation end to end on the tiny run: every stage it needs, then reports/<profile>/ablation.csv and .md."""
 import copy
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from distill import ablation
+from distill.metrics import ACCURACY
 from distill.pipeline import Run
 
 FAST = {"transformer": {"max_steps": 4, "max_length": 24, "batch_size": 16},
@@ -31,6 +33,7 @@ def test_ablation_writes_csv_and_markdown(ablation_run):
     assert variants["nb"] == ["hard", "soft", "soft+aug"]  # not in ablation.anneal
     assert set(variants) == {"tfidf_lr", "tfidf_ridge", "nb", "bilstm", "static", "transformer"}
     assert ((written["ci_low"] <= written["accuracy"]) & (written["accuracy"] <= written["ci_high"])).all()
+    assert set(written["metric"]) == {"accuracy"} and (written["score"] == written["accuracy"]).all()
     assert (written.loc[written["variant"] == "hard", "gain_vs_hard"] == 0).all()
     assert ((written["gain_ci_low"] <= written["gain_vs_hard"] + 1e-9)
             & (written["gain_vs_hard"] <= written["gain_ci_high"] + 1e-9)).all()
@@ -41,6 +44,27 @@ def test_ablation_writes_csv_and_markdown(ablation_run):
     assert (written.loc[~written["variant"].str.contains("aug"), "train_texts"] == train).all()
     md = (ablation_run.reports / "ablation.md").read_text()
     assert "| tfidf_lr |" in md and "python -m distill.ablation --profile tiny" in md and "Transfer set:" in md
+
+
+def test_the_ablation_scores_and_gains_follow_the_runs_metric(ablation_run):
+    """`--metric macro_f1` (eval.metric): the score columns, the gains over the hard twin and their paired CIs are
+    macro-F1, accuracy stays beside them; the same cached students, scored by a run that names another metric."""
+    ablation.run_ablation(ablation_run)   # the students (cached when the test above has run)
+    cfg = copy.deepcopy(ablation_run.cfg)
+    cfg["eval"]["metric"] = "macro_f1"
+    run = Run("tiny", cfg, ablation_run.dir.parent, ablation_run.reports.parent, progress=False, log=lambda *_: None)
+    table = ablation.ablation_table(run)
+    assert list(table.columns) == ablation.COLUMNS and set(table["metric"]) == {"macro_f1"}
+    np.testing.assert_allclose(table["score"], table["macro_f1"], atol=1e-9)      # sklearn's macro-F1 agrees
+    assert not np.allclose(table["score"], table["accuracy"])
+    hard = table[table["variant"] == "hard"].set_index("student")["score"]
+    np.testing.assert_allclose(table["gain_vs_hard"], table["score"] - table["student"].map(hard), atol=1e-9)
+    assert ((table["gain_ci_low"] <= table["gain_vs_hard"] + 1e-9)
+            & (table["gain_vs_hard"] <= table["gain_ci_high"] + 1e-9)).all()
+    md = ablation.markdown(run, table, "mbtb ablation --metric macro_f1")
+    assert "Test macro_f1 [bootstrap 95% CI]" in md and "macro_f1 gain with a paired bootstrap" in md
+    teacher_line = next(line for line in md.splitlines() if line.startswith("Data "))
+    assert " macro_f1 0." in teacher_line
 
 
 def test_annealing_is_real_for_neural_students_and_a_fixed_mix_for_linear_ones(ablation_run):
@@ -66,12 +90,28 @@ def test_second_run_is_all_cached(ablation_run):
     assert built == []
 
 
+def test_a_transfer_student_is_keyed_as_its_distilled_twin_plus_the_transfer_set(ablation_run):
+    """One student stage for every mode: what the key of `bilstm-augmented` hashes is its distilled twin's, with the
+    transfer set's key and [ablation.bilstm] over [students.bilstm]."""
+    ablation.build_all(ablation_run)
+    twin, augmented = (json.loads((ablation_run.dir / "students" / f"bilstm-{mode}" / "stage.json").read_text())
+                       ["inputs"] for mode in ("distilled", "augmented"))
+    assert set(augmented) - set(twin) == {"transfer"} and augmented["transfer"] == ablation_run.key("transfer")
+    assert augmented["params"] == {**twin["params"], **ablation_run.cfg["ablation"]["bilstm"]} != twin["params"]
+    assert augmented["soft_labels"] == twin["soft_labels"] == ablation_run.key("soft_labels")
+    assert {k: v for k, v in augmented.items() if k not in ("mode", "params", "transfer")} == \
+        {k: v for k, v in twin.items() if k not in ("mode", "params")}
+
+
 def test_paired_gain_interval_brackets_the_gain():
     rng = np.random.default_rng(0)
     hard = rng.random(500) < 0.7
     better = hard | (rng.random(500) < 0.2)
     low, high = ablation.paired_gain_ci(better, hard)
     assert 0 < low <= better.mean() - hard.mean() <= high
+    gold = np.ones(500, dtype=int)   # the same interval through the metric, from the labels
+    assert ACCURACY.difference_ci(gold, better.astype(int), hard.astype(int)) == pytest.approx(
+        (better.mean() - hard.mean(), low, high))
 
 
 def test_cli_rejects_an_unknown_student_in_one_line(tmp_path, capsys):

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from distill import augment, transfer
+from distill.chunked_labelling import label_in_chunks
 from distill.errors import UserError
 
 SENTENCES = [
@@ -107,15 +108,15 @@ def test_labelling_resumes_after_an_interrupt_losing_at_most_one_chunk(tmp_path)
         return np.array([[float(t.split()[1]), 0.0] for t in chunk])
 
     with pytest.raises(KeyboardInterrupt):
-        transfer.label_in_chunks(texts, label, tmp_path / "partial", "k1", chunk_size=10, progress=False)
+        label_in_chunks(texts, label, tmp_path / "partial", "k1", chunk_size=10, progress=False)
     assert sorted(p.name for p in (tmp_path / "partial").glob("chunk-*")) == ["chunk-00000.npz", "chunk-00001.npz"]
     calls.clear()
     interrupt = False
-    logits, seconds, reused = transfer.label_in_chunks(texts, label, tmp_path / "partial", "k1", 10, progress=False)
+    logits, seconds, reused = label_in_chunks(texts, label, tmp_path / "partial", "k1", 10, progress=False)
     assert calls == [5] and reused == 2  # only the unfinished last chunk is labelled again
     assert np.array_equal(logits[:, 0], np.arange(25)) and seconds >= 0
     calls.clear()
-    transfer.label_in_chunks(texts, label, tmp_path / "partial", "k2", 10, progress=False)
+    label_in_chunks(texts, label, tmp_path / "partial", "k2", 10, progress=False)
     assert calls == [10, 10, 5]  # another stage key: the old chunks are not reused
 
 
@@ -127,7 +128,7 @@ def test_transfer_stage_labels_augmented_text_with_the_teacher(tiny_run):
     info = tiny_run.stage_info("transfer")
     train = tiny_run.split().query("split == 'train'")
     assert info["rows"] == len(frame) > 0.8 * len(train) and info["label_seconds"] > 0
-    assert not (tiny_run.dir / transfer.PARTIAL).exists()
+    assert not (tiny_run.dir / ".transfer.partial").exists()
     assert not set(frame["text"]) & set(tiny_run.split()["text"])
     sample = frame["text"].tolist()[:20]
     label = tiny_run.labeller()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import joblib
 import pytest
@@ -305,3 +306,44 @@ def test_temporaries_of_dead_runs_are_removed_and_live_ones_kept(root, tiny_teac
     assert main(cli_argv(root, tiny_teacher_dir)) == 0
     assert not stale.exists() and live.exists()
     assert f"removed {stale}, left by an interrupted run" in capfd.readouterr().out
+
+
+# --- the store's partial directories, the stage graph, the model-id grammar ------------------------------------
+def test_partial_dir_is_kept_for_its_key_and_removed_when_the_stage_is_done(tmp_path):
+    run = Run("p", {}, tmp_path / "artifacts", tmp_path / "reports", progress=False, log=lambda *_: None)
+    partial = run.partial_dir("thing", "k1")
+    (partial / "checkpoint.pt").write_text("step 3")
+    assert partial == tmp_path / "artifacts" / "p" / ".thing.partial"
+    assert (run.partial_dir("thing", "k1") / "checkpoint.pt").exists()      # the same work: resumed
+    assert not (run.partial_dir("thing", "k2") / "checkpoint.pt").exists()  # another key: emptied
+    assert run.store.partial_path("students/nb-baseline") == tmp_path / "artifacts/p/students/.nb-baseline.partial"
+    run.stage("thing", {"v": 1}, lambda tmp: {})
+    assert not partial.exists()
+
+
+def test_the_spine_and_the_ablation_share_one_graph():
+    from distill import stages
+    cfg = {"students": {"names": ["tfidf_lr", "nb"], "modes": ["baseline", "distilled"]}}
+    spine = stages.spine(SimpleNamespace(cfg=cfg))
+    assert [s.name for s in spine] == ["data", "teacher", "labeller", "soft_labels", "students/tfidf_lr-baseline",
+                                       "students/nb-baseline", "students/tfidf_lr-distilled",
+                                       "students/nb-distilled", "evaluation"]
+    ablation = stages.plan({"tfidf_lr": ["baseline", "distilled", "augmented", "annealed"],
+                            "nb": ["baseline", "distilled", "augmented"]})
+    assert [s.name for s in ablation][4:] == ["students/tfidf_lr-baseline", "students/nb-baseline",
+                                              "students/tfidf_lr-distilled", "students/nb-distilled", "transfer",
+                                              "students/tfidf_lr-augmented", "students/nb-augmented",
+                                              "students/tfidf_lr-annealed"]
+    builders = {s.build.func for s in ablation if s.name.startswith("students/")}
+    assert len(builders) == 1                                   # every mode: the one student stage
+    with pytest.raises(UserError, match="students.modes takes baseline and distilled, not augmented"):
+        stages.spine(SimpleNamespace(cfg={"students": {"names": ["nb"], "modes": ["augmented"]}}))
+
+
+@pytest.mark.parametrize("model_id, student, mode, kind", [
+    ("teacher", None, "teacher", "teacher"), ("bilstm-distilled", "bilstm", "distilled", "distilled"),
+    ("tfidf_lr-augmented", "tfidf_lr", "augmented", "augmented"), ("ensemble-annealed", None, "annealed", "ensemble")])
+def test_model_id_grammar(model_id, student, mode, kind):
+    from distill.catalogue import parse_model_id
+    parsed = parse_model_id(model_id)
+    assert (parsed.student, parsed.mode, parsed.kind) == (student, mode, kind)

@@ -112,6 +112,11 @@ CASES = {
     "set-infinity": (lambda t: ["--set", "students.bilstm.lr=inf"], ["students.bilstm.lr=inf", "finite"]),
     "labelling-backend": (lambda t: ["--set", "labelling.backend=tensorrt"],
                           ["labelling.backend must be one of", "onnx-int8"]),
+    "set-student-typo": (lambda t: ["--set", "students.bilstm.hiden=3"],
+                         ["--set students.bilstm.hiden", "unknown key 'hiden'", "did you mean 'hidden'", "dropout"]),
+    "set-student-choice": (lambda t: ["--set", "students.bilstm.loss=ce"],
+                           ["students.bilstm.loss must be one of mse, kl, mix, not 'ce'"]),
+    "set-ablation-typo": (lambda t: ["--set", "ablation.static.epoch=2"], ["unknown key 'epoch'", "'epochs'"]),
 }
 
 
@@ -162,14 +167,14 @@ def failing_writes(monkeypatch, code: int):
     import contextlib
     import os
 
-    from distill import pipeline
+    from distill import store
 
     @contextlib.contextmanager
     def refuse(target):
         raise OSError(code, os.strerror(code), str(target))
         yield
 
-    monkeypatch.setattr(pipeline, "atomic_dir", refuse)
+    monkeypatch.setattr(store, "atomic_dir", refuse)
 
 
 @pytest.mark.parametrize("case", list(LATE_CASES))

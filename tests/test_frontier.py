@@ -18,6 +18,7 @@ from distill.families import FAMILIES, family_of
 from distill.families.manifest import read_manifest
 from distill import students as student_zoo
 from distill.pipeline import Run
+from distill.student_stage import new_student
 from serve import load_run
 from tests.conftest import tiny_config
 
@@ -58,8 +59,8 @@ def test_new_students_declare_their_family():
 
 
 def test_only_the_teacher_embedding_bilstm_is_pointed_at_the_teacher(tiny_run):
-    assert tiny_run.new_student("bilstm", {"embedding": "glove-50d"}).teacher is None
-    student = tiny_run.new_student("bilstm", {"embedding": "teacher", "pca_dims": 8, "epochs": 1, "hidden": 8})
+    assert new_student(tiny_run, "bilstm", {"embedding": "glove-50d"}).teacher is None
+    student = new_student(tiny_run, "bilstm", {"embedding": "teacher", "pca_dims": 8, "epochs": 1, "hidden": 8})
     assert student.teacher == str(tiny_run.teacher_dir())
     texts = ["a fine film", "a dull film", "fine acting", "dull plot"]
     student.fit(texts, [1, 0, 1, 0])
@@ -151,10 +152,10 @@ def test_a_family_added_in_a_test_reaches_every_stage(tmp_path_factory, tiny_tea
 
 
 def test_models_include_students_trained_on_the_transfer_set(tiny_run, tmp_path):
-    """Once `make ablation` has built them, the transfer-set students (and their ensemble) are in `Run.models()`."""
+    """Once built (by `make ablation`, or as here one by one through the stage graph), the transfer-set students
+    (and their ensemble) are in `Run.models()`."""
     import shutil
 
-    from distill.ablation import build_transfer_student
     # the tiny run without what other tests (the ablation's) may have added to it
     shutil.copytree(tiny_run.dir, tmp_path / "tiny", ignore=shutil.ignore_patterns("*-augmented", "*-annealed",
                                                                                    "transfer", ".transfer.partial"))
@@ -164,7 +165,7 @@ def test_models_include_students_trained_on_the_transfer_set(tiny_run, tmp_path)
     assert not any(m.endswith("-augmented") for m in run.model_ids())
     run.build_transfer()
     for name in ("tfidf_lr", "nb"):
-        build_transfer_student(run, name, "augmented")
+        run.build_student(name, "augmented")
     ids = run.model_ids()
     assert {"tfidf_lr-augmented", "nb-augmented", "ensemble-augmented"} <= set(ids)
     assert run.ensemble_members("ensemble-augmented") == ["tfidf_lr-augmented", "nb-augmented"]

@@ -56,14 +56,14 @@ def test_labeller_logits_match_the_recorded_validation(tiny_run, dev_sample):
 
 
 def test_a_backend_past_the_tolerance_falls_back_to_torch(tiny_run, dev_sample, tmp_path):
-    c = {**labelling.DEFAULTS, "tolerance": 0.0, "batch_size": 32}   # no export is bit-exact
+    c = {**labelling.settings({}), "tolerance": 0.0, "batch_size": 32}   # no export is bit-exact
     info = labelling.choose(tiny_run.teacher_dir(), dev_sample, c, 48, tmp_path, log=lambda *_: None)
     assert info["backend"] == "torch"
     assert [t["passed"] for t in info["trials"]] == [True, False, False]
 
 
 def test_a_named_backend_past_the_tolerance_is_a_one_line_error(tiny_run, dev_sample, tmp_path):
-    c = {**labelling.DEFAULTS, "backend": "onnx", "tolerance": 0.0, "batch_size": 32}
+    c = {**labelling.settings({}), "backend": "onnx", "tolerance": 0.0, "batch_size": 32}
     with pytest.raises(UserError, match=r"labelling.backend = 'onnx' moves .* raise the tolerance"):
         labelling.choose(tiny_run.teacher_dir(), dev_sample, c, 48, tmp_path, log=lambda *_: None)
 

@@ -161,7 +161,7 @@ def test_evaluate_reports_the_chosen_metric_beside_accuracy():
 def test_students_early_stop_on_the_runs_metric():
     from types import SimpleNamespace
 
-    from distill.students.early_stopping import dev_score
+    from distill.students.torch_student import dev_score
     texts, gold = ["x"] * 10, [0] * 9 + [1]
     majority = SimpleNamespace(predict=lambda texts: np.zeros(len(texts), dtype=int), dev_metric=None)
     assert dev_score(majority, (texts, gold)) == 0.9

@@ -12,10 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distill import data as datasets
-from distill.config import FRACTIONS, POSITIVE, apply_overrides, load_profile
+from distill.config import apply_overrides, load_profile
 from distill.errors import UserError
 
 PROFILE = load_profile("default")
+# The ranges distill/settings.py promises, by key name wherever the key appears; every other number is 0 or more.
+POSITIVE = {"batch_size", "epochs", "lr", "max_length", "hidden", "temperature", "evals_per_epoch", "chunk_size",
+            "bootstrap", "pca_dims", "top_k", "glove_vocab", "max_ngram", "C"}
+FRACTIONS = {"warmup", "dropout", "p_mask", "p_sub", "p_ng", "weight_decay"}
 
 
 def leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:

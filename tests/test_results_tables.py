@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench import verdict
 from scripts import results_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +57,23 @@ def test_the_committed_results_print(directory, capsys):
     assert results_tables.main([str(ROOT / "docs" / "results" / directory)]) == 0
     out = capsys.readouterr().out
     assert "| target" in out and "Machine:" in out
+    assert "- Teacher (PyTorch eager" in out and "| ≥ 150x " in out     # the verdict, from the shared budget logic
+
+
+def test_the_verdict_comes_from_summary_json_when_it_holds_one():
+    results = frame(("bilstm-distilled", 0.85, 1.0), ("static-baseline", 0.80, 0.5))
+    stored = verdict.verdict(results)
+    stored["budgets"][0]["paid"] = {"difference": 0.05, "low": 0.01, "high": 0.09}
+    assert "paid: +5.0 points [+1.0, +9.0]" in results_tables.verdict_markdown(results, {"verdict": stored})
+    assert "untested: +5.0 points" in results_tables.verdict_markdown(results, {})
+
+
+def test_the_ablation_table_follows_the_runs_metric():
+    rows = [("hard", 0.70, 0.0), ("soft", 0.74, 0.04)]
+    ablation = pd.DataFrame([{"student": "bilstm", "variant": v, "metric": "macro_f1", "score": f1,
+                              "score_low": f1 - 0.02, "score_high": f1 + 0.02, "accuracy": 0.9, "gain_vs_hard": gain,
+                              "gain_ci_low": gain - 0.01, "gain_ci_high": gain + 0.01, "train_texts": 100}
+                             for v, f1, gain in rows])
+    table = results_tables.ablation_table(ablation)
+    assert "best macro_f1 gain vs hard" in table and "|   0.74 |" in table and "+4.00 [+3.00, +5.00]" in table
+    assert "macro_f1 [95% CI]" in results_tables.static_table(ablation.assign(student="static"))

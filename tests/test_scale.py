@@ -184,14 +184,14 @@ def tiny_run(tmp_path, teacher_dir, extra=()) -> Run:
 def uninterrupted(ray_cluster, tmp_path_factory, sensitive_teacher, torch_labeller, texts):
     """The soft labels' call (`labelling.label_texts`) on Ray, in one go."""
     run = tiny_run(tmp_path_factory.mktemp("ray-run"), sensitive_teacher, RAY)
-    logits = labelling.label_texts(run, torch_labeller, texts, "soft_labels")
+    logits = labelling.label_texts(run, torch_labeller, texts, "soft_labels").logits
     assert not (run.dir / ".soft_labels.partial").exists()   # removed once every shard is in
     return logits
 
 
 def test_ray_labels_like_the_local_path(uninterrupted, tmp_path, sensitive_teacher, torch_labeller, texts):
     """The same PyTorch teacher, batched within 40-text shards instead of over all 200 texts: equal within 1e-5."""
-    local = labelling.label_texts(tiny_run(tmp_path, sensitive_teacher), torch_labeller, texts, "soft_labels")
+    local = labelling.label_texts(tiny_run(tmp_path, sensitive_teacher), torch_labeller, texts, "soft_labels").logits
     assert uninterrupted.shape == local.shape == (len(texts), 2)
     assert np.ptp(local[:, 1] - local[:, 0]) > 0.1   # the texts get clearly different logits
     np.testing.assert_allclose(uninterrupted, local, atol=1e-5)

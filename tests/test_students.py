@@ -3,6 +3,7 @@ expansion, learning an easy task, and the averaging ensemble."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from distill.errors import UserError
 from distill.students import (AveragingEnsemble, BiLSTMClassifier, TfidfLogisticRegression, TfidfNaiveBayes,
                               TfidfRidge)
 from distill.students.soft import expand_soft_targets, softmax
+from tests.word_bag_student import WordBag
 
 POS = ["good", "great", "excellent", "wonderful", "superb", "brilliant", "moving", "delightful"]
 NEG = ["bad", "awful", "terrible", "dreadful", "poor", "boring", "tedious", "clumsy"]
@@ -57,6 +59,7 @@ STUDENTS = {
                                               progress=False),
     "bilstm-glove": lambda: BiLSTMClassifier(embedding="glove-50d", hidden=16, epochs=4, batch_size=32, lr=1e-2,
                                              progress=False),
+    "wordbag": lambda: WordBag(epochs=8, progress=False),   # the student added in one file (see the last test)
 }
 
 
@@ -95,7 +98,7 @@ def test_sklearn_api(name):
         est.set_params(no_such_parameter=1)
 
 
-@pytest.mark.parametrize("name", ["tfidf_lr", "tfidf_ridge", "nb", "bilstm-random"])
+@pytest.mark.parametrize("name", ["tfidf_lr", "tfidf_ridge", "nb", "bilstm-random", "wordbag"])
 def test_clone_of_fitted_student_is_unfitted_and_refits_identically(name):
     est = STUDENTS[name]().fit(*TRAIN)
     twin = clone(est)
@@ -345,8 +348,10 @@ def test_averaging_ensemble_fit_clones_members():
 
 # --- registry ----------------------------------------------------------------------------------------------------
 def test_registry_build_filters_params_and_rejects_unknown():
-    est = zoo.build("tfidf_lr", {"C": 0.5, "progress": False, "unrelated": 1})
+    est = zoo.build("tfidf_lr", {"C": 0.5, "progress": False})   # the run's progress flag means nothing to it
     assert isinstance(est, TfidfLogisticRegression) and est.C == 0.5
+    with pytest.raises(UserError, match="student tfidf_lr has no parameter 'unrelated'"):
+        zoo.build("tfidf_lr", {"C": 0.5, "unrelated": 1})
     bil = zoo.build("bilstm", {"hidden": 12, "progress": False})
     assert bil.hidden == 12 and bil.progress is False
     with pytest.raises(UserError, match="unknown student 'svm'"):
@@ -367,3 +372,30 @@ def test_declarations_match_what_the_student_takes(name):
     assert hasattr(cls, "uses_teacher") == ("teacher" in cls().get_params())
     with pytest.raises(TypeError):
         cls(None)  # keyword-only parameters, as scikit-learn recommends
+
+
+# --- adding a student (docs/add-a-student.md) ----------------------------------------------------------------------
+def test_a_torch_student_in_one_new_file_is_trained_exported_and_served(root, tiny_teacher_dir, monkeypatch, capsys):
+    """tests/word_bag_student.py (a TorchStudent with its family) plus one REGISTRY line: the real CLI trains it in
+    both modes, `mbtb export` exports and validates it, and serve lists both its variants."""
+    import pandas as pd
+
+    from bench.export import main as export
+    from bench.zoo import open_run
+    from distill.cli import main as distill
+    from serve import load_run
+    from tests.conftest import cli_argv
+    from tests.word_bag_student import WordBag
+    monkeypatch.setitem(zoo.REGISTRY, "wordbag", WordBag)   # the registration line
+
+    assert distill(cli_argv(root, tiny_teacher_dir, students="tfidf_lr,nb,wordbag")) == 0
+    accuracy = pd.read_csv(root / "reports" / "smoke" / "accuracy.csv")
+    assert {"wordbag-baseline", "wordbag-distilled"} <= set(accuracy["model"])
+    capsys.readouterr()
+    assert export(["--profile", "smoke", "--artifacts", str(root / "artifacts"), "--models", "wordbag-distilled",
+                   "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"\| wordbag-distilled \| npz +\| ok ", table), table
+    run = open_run("smoke", root / "artifacts", root / "reports")
+    names = {p.name for p in load_run(run, log=lambda *_: None, backends=("npz",)).predictors}
+    assert {"wordbag-distilled/torch", "wordbag-distilled/npz"} <= names

@@ -8,7 +8,10 @@ Each student class declares what callers need to know about it, instead of calle
   `teacher` parameter; transformer, static, the BiLSTM with the teacher's embeddings); absent means never;
 - `fit_extras`: the keyword arguments its `fit` takes beyond (X, y): `hard_labels` (gold labels beside the teacher's
   logits, for `loss="mix"` and annealing) and `eval_set` (the dev split, for early stopping); absent means none.
+The torch students share one training loop (torch_student.py:TorchStudent). Adding a student is one new file plus
+one line in REGISTRY: docs/add-a-student.md.
 """
+from ..errors import UserError, did_you_mean
 from .bilstm import BiLSTMClassifier
 from .ensemble import AveragingEnsemble
 from .linear import TfidfLogisticRegression, TfidfNaiveBayes, TfidfRidge
@@ -25,13 +28,22 @@ REGISTRY = {
     "static": StaticEmbeddingClassifier,
 }
 
+# Parameters the run sets (the progress bar, the teacher's directory and a cache beside it, what [students]
+# class_weight and [eval] metric imply, the ablation's annealing): never a key of a profile's student section.
+RUN_PARAMS = ("progress", "teacher", "memory", "class_weights", "dev_metric", "anneal")
+
 
 def build(name: str, params: dict):
-    from ..errors import UserError
+    """Student `name` with `params`: a profile's [students.<name>] keys, which it must take, and what the run adds
+    (`RUN_PARAMS`), which it may not (the progress bar means nothing to a TF-IDF model)."""
     if name not in REGISTRY:
         raise UserError(f"unknown student {name!r}; choose from {', '.join(REGISTRY)}")
     cls = REGISTRY[name]
     known = cls().get_params()
+    unknown = [k for k in params if k not in known and k not in RUN_PARAMS]
+    if unknown:
+        raise UserError(f"student {name} has no parameter {unknown[0]!r}{did_you_mean(unknown[0], known)}; "
+                        f"known: {', '.join(k for k in known if k not in RUN_PARAMS)}")
     return cls(**{k: v for k, v in params.items() if k in known})
 
 
@@ -42,6 +54,6 @@ def needs_teacher(name: str, params: dict | None = None) -> bool:
     return bool(uses_teacher and uses_teacher(params or {}))
 
 
-__all__ = ["REGISTRY", "build", "needs_teacher", "BiLSTMClassifier", "AveragingEnsemble", "BornAgainClassifier",
-           "StaticEmbeddingClassifier", "TfidfLogisticRegression", "TfidfNaiveBayes", "TfidfRidge",
-           "TransformerClassifier"]
+__all__ = ["REGISTRY", "RUN_PARAMS", "build", "needs_teacher", "BiLSTMClassifier", "AveragingEnsemble",
+           "BornAgainClassifier", "StaticEmbeddingClassifier", "TfidfLogisticRegression", "TfidfNaiveBayes",
+           "TfidfRidge", "TransformerClassifier"]

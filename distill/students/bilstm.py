@@ -11,15 +11,10 @@ from collections import Counter
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..losses import student_loss
-from .batches import length_buckets
-from .early_stopping import EarlyStopping, dev_score
-from .soft import is_soft
+from .torch_student import TorchStudent, student_parameters
 
 # "[mask]" stays one token: augmented transfer text (distill/augment.py) uses the teacher's mask token.
 TOKEN = re.compile(r"\[mask\]|[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
@@ -91,7 +86,8 @@ def teacher_word_vectors(teacher, pca_dims: int, words: list[str], memory=None) 
     return vectors
 
 
-class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
+@student_parameters
+class BiLSTMClassifier(TorchStudent):
     """BiLSTM over words. `fit(texts, y)`: y = labels (cross-entropy) or teacher logits (`loss`: mse | kl | mix).
 
     `embedding`: glove-50d | teacher (the fine-tuned teacher's Model2Vec vectors, `pca_dims` wide; needs `teacher`,
@@ -102,31 +98,23 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
     """
 
     family = "bilstm"
-    fit_extras = ("hard_labels", "eval_set")
     code_version = 2  # part of the cache key: version 1 read padding in its backward direction
+    # One thread: this net's matrices are too small to gain from two, and OpenMP threads spinning at barriers slow
+    # training tenfold or worse as soon as another process wants the same cores.
+    train_threads = 1
+    clip_norm = 5.0
 
-    def __init__(self, *, embedding="glove-50d", hidden=128, max_length=64, epochs=8, batch_size=64, lr=2e-3,
-                 dropout=0.3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=2, seed=13,
-                 progress=True, class_weights=None, dev_metric=None, teacher=None, pca_dims=256, memory=None):
-        self.embedding = embedding
-        self.memory = memory
-        self.teacher = teacher
-        self.pca_dims = pca_dims
-        self.hidden = hidden
-        self.max_length = max_length
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.dropout = dropout
-        self.loss = loss
-        self.temperature = temperature
-        self.alpha = alpha
-        self.anneal = anneal
-        self.patience = patience
-        self.seed = seed
-        self.progress = progress
-        self.class_weights = class_weights
-        self.dev_metric = dev_metric
+    embedding: str = "glove-50d"
+    hidden: int = 128
+    max_length: int = 64
+    dropout: float = 0.3
+    teacher: str | None = None
+    pca_dims: int = 256
+    memory: str | None = None
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    patience: int = 2
 
     @staticmethod
     def uses_teacher(params: dict) -> bool:
@@ -171,28 +159,9 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
         vectors[[PAD, UNK]] = np.nan
         return vectors
 
-    # --- training ----------------------------------------------------------------------------------------------
-    def fit(self, X, y, hard_labels=None, eval_set=None):
-        # One thread: this net's matrices are too small to gain from two, and OpenMP threads spinning at barriers
-        # slow training tenfold or worse as soon as another process wants the same cores.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self._fit(X, y, hard_labels, eval_set)
-        finally:
-            torch.set_num_threads(threads)
-
-    def _fit(self, X, y, hard_labels, eval_set):
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        X = list(X)
-        y = np.asarray(y)
-        soft = is_soft(y)
-        num_classes = y.shape[1] if soft else int(y.max()) + 1
-        self.classes_ = np.arange(num_classes)
-        if soft and (self.loss == "mix" or self.anneal) and hard_labels is None:
-            raise ValueError("loss='mix' and anneal=True need hard_labels")
-        self._build_vocab(X)
+    # --- training (the loop is TorchStudent's) -------------------------------------------------------------------
+    def _network(self, texts, num_classes):
+        self._build_vocab(texts)
         vectors = self._pretrained_vectors()
         dim = 50 if vectors is None else vectors.shape[1]
         self.module_ = BiLSTMNet(len(self.vocab_), dim, self.hidden, num_classes, self.dropout)
@@ -202,44 +171,18 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
             with torch.no_grad():
                 self.module_.embedding.weight[torch.from_numpy(known)] = torch.from_numpy(vectors[known])
         self.embedding_coverage_ = float(known.sum() / max(1, len(self.vocab_) - 2))
-        opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr)
+        return self.module_
 
-        ids = [self.encode([t])[0] for t in X]
-        lengths = np.array([len(i) for i in ids])
-        targets = torch.tensor(y, dtype=torch.float32 if soft else torch.long)
-        gold_source = hard_labels if hard_labels is not None else (np.zeros(len(y)) if soft else y)
-        gold = torch.tensor(np.array(gold_source), dtype=torch.long)
-        steps_per_epoch = int(np.ceil(len(X) / self.batch_size))
-        total, step = steps_per_epoch * self.epochs, 0
-        stopper = EarlyStopping(self.patience)
-        bar = tqdm(total=total, desc="bilstm", disable=not self.progress, leave=False)
-        for epoch in range(self.epochs):
-            self.module_.train()
-            for batch in length_buckets(lengths, self.batch_size, rng):
-                width = lengths[batch].max()
-                input_ids = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : lengths[i]] = ids[i]
-                logits = self.module_(input_ids)
-                loss = student_loss(self, logits, targets[batch], gold[batch], step / total)
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.module_.parameters(), 5.0)
-                opt.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            if eval_set is not None:
-                score = dev_score(self, eval_set)
-                bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
-                if stopper.update(score, lambda: {k: v.clone() for k, v in self.module_.state_dict().items()}):
-                    break
-        bar.close()
-        self.history_ = stopper.history
-        if stopper.snapshot is not None:
-            self.module_.load_state_dict(stopper.snapshot)
-        self.module_.eval()
-        return self
+    def _training_inputs(self, texts):
+        ids = [self.encode([t])[0] for t in texts]
+        return ids, np.array([len(i) for i in ids])
+
+    def _batch(self, ids, rows):
+        lengths = [len(ids[i]) for i in rows]
+        input_ids = torch.zeros((len(rows), max(lengths)), dtype=torch.long)
+        for row, i in enumerate(rows):
+            input_ids[row, : lengths[row]] = ids[i]
+        return {"input_ids": input_ids}
 
     # --- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -255,5 +198,3 @@ class BiLSTMClassifier(ClassifierMixin, BaseEstimator):
             out.append(torch.softmax(logits, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
 
-    def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

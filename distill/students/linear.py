@@ -29,6 +29,19 @@ class _TfidfStudent(ClassifierMixin, BaseEstimator):
         self.vectorizer_ = _vectorizer(self.max_features)
         return self.vectorizer_.fit_transform(X)
 
+    def _fit_classifier(self, X, y):
+        """Fit `model_` (a scikit-learn classifier taking sample weights) on gold labels, or on the teacher's logits
+        softened by `temperature` through their weighted expansion (soft.py)."""
+        features = self._fit_vectorizer(X)
+        if is_soft(y):
+            Xs, ys, ws = expand_soft_targets(features, softmax(y, self.temperature))
+            self.model_.fit(Xs, ys, sample_weight=ws)
+            self.classes_ = np.arange(np.asarray(y).shape[1])
+        else:
+            self.model_.fit(features, y, sample_weight=gold_weights(self.class_weights, y))
+            self.classes_ = self.model_.classes_
+        return self
+
     def predict_proba(self, X):
         return self.predict_proba_features(self.vectorizer_.transform(X))
 
@@ -56,16 +69,8 @@ class TfidfLogisticRegression(_TfidfStudent):
         self.class_weights = class_weights
 
     def fit(self, X, y):
-        features = self._fit_vectorizer(X)
         self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        if is_soft(y):
-            Xs, ys, ws = expand_soft_targets(features, softmax(y, self.temperature))
-            self.model_.fit(Xs, ys, sample_weight=ws)
-            self.classes_ = np.arange(np.asarray(y).shape[1])
-        else:
-            self.model_.fit(features, y, sample_weight=gold_weights(self.class_weights, y))
-            self.classes_ = self.model_.classes_
-        return self
+        return self._fit_classifier(X, y)
 
     def predict_proba_features(self, features):
         return self.model_.predict_proba(features)
@@ -109,16 +114,8 @@ class TfidfNaiveBayes(_TfidfStudent):
         self.class_weights = class_weights
 
     def fit(self, X, y):
-        features = self._fit_vectorizer(X)
         self.model_ = MultinomialNB(alpha=self.alpha)
-        if is_soft(y):
-            Xs, ys, ws = expand_soft_targets(features, softmax(y, self.temperature))
-            self.model_.fit(Xs, ys, sample_weight=ws)
-            self.classes_ = np.arange(np.asarray(y).shape[1])
-        else:
-            self.model_.fit(features, y, sample_weight=gold_weights(self.class_weights, y))
-            self.classes_ = self.model_.classes_
-        return self
+        return self._fit_classifier(X, y)
 
     def predict_proba_features(self, features):
         return self.model_.predict_proba(features)

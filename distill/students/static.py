@@ -12,20 +12,18 @@ and a mean in numpy: no torch, no transformer.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 
 import joblib
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..losses import student_loss
-from .early_stopping import EarlyStopping, dev_score
-from .soft import is_soft, softmax
+from .soft import softmax
+from .torch_student import TorchStudent, student_parameters
 from .wordpiece_cache import WordPieceCache
 
 
@@ -71,7 +69,28 @@ def teacher_static_embeddings(teacher, pca_dims: int, memory=None) -> tuple[np.n
                                 None if memory is None else str(memory))
 
 
-class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
+class MeanPooledLinear(nn.Module):
+    """The network trained: the mean of a text's token embeddings, then a linear head."""
+
+    def __init__(self, bag: nn.EmbeddingBag, head: nn.Linear):
+        super().__init__()
+        self.bag, self.head = bag, head
+
+    def forward(self, ids, offsets):
+        return self.head(self.bag(ids, offsets))
+
+
+def bag_input(rows: list[np.ndarray]) -> dict:
+    """`MeanPooledLinear`'s input for rows of token ids: all ids in one tensor plus each row's start. An empty row
+    pools to zeros."""
+    lengths = [len(r) for r in rows]
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat = np.concatenate(rows) if sum(lengths) else np.zeros(0, dtype=np.int64)
+    return {"ids": torch.from_numpy(flat.astype(np.int64)), "offsets": torch.from_numpy(offsets)}
+
+
+@student_parameters
+class StaticEmbeddingClassifier(TorchStudent):
     """Model2Vec embeddings of the teacher + mean pooling + a linear head.
 
     `fit(texts, y)`: y = labels (cross-entropy) or teacher logits (`loss`: mse | kl | mix; `anneal=True` for teacher
@@ -80,33 +99,21 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
     """
 
     family = "static"
-    fit_extras = ("hard_labels", "eval_set")
+    train_threads = 1   # a gather and a small matrix: a second thread only adds synchronisation
 
     @staticmethod
     def uses_teacher(params: dict) -> bool:
         """Its embeddings are distilled from the teacher, whatever the parameters."""
         return True
 
-    def __init__(self, *, teacher=None, pca_dims=256, max_length=128, train_embeddings=True, epochs=6,
-                 batch_size=128, lr=3e-3, loss="mse", temperature=2.0, alpha=0.5, anneal=False, patience=1,
-                 seed=13, progress=True, class_weights=None, dev_metric=None, memory=None):
-        self.teacher = teacher
-        self.memory = memory
-        self.pca_dims = pca_dims
-        self.max_length = max_length
-        self.train_embeddings = train_embeddings
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.loss = loss
-        self.temperature = temperature
-        self.alpha = alpha
-        self.anneal = anneal
-        self.patience = patience
-        self.seed = seed
-        self.progress = progress
-        self.class_weights = class_weights
-        self.dev_metric = dev_metric
+    teacher: str | None = None
+    pca_dims: int = 256
+    max_length: int = 128
+    train_embeddings: bool = True
+    memory: str | None = None
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 3e-3
 
     # --- text -> token ids -------------------------------------------------------------------------------------
     @property
@@ -153,70 +160,35 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
             mask[i, :len(row)] = 1.0
         return padded, mask
 
-    # --- training ----------------------------------------------------------------------------------------------
-    def fit(self, X, y, hard_labels=None, eval_set=None):
+    # --- training (the loop is TorchStudent's) -------------------------------------------------------------------
+    def _network(self, texts, num_classes):
         if not self.teacher:
             raise UserError("the static student needs its teacher: set `teacher` to the teacher's model dir")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a gather and a small matrix: a second thread only adds synchronisation
-        try:
-            return self._fit(list(X), np.asarray(y), hard_labels, eval_set)
-        finally:
-            torch.set_num_threads(threads)
-
-    def _fit(self, X, y, hard_labels, eval_set):
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        soft = is_soft(y)
-        if soft and (self.loss == "mix" or self.anneal) and hard_labels is None:
-            raise ValueError("loss='mix' and anneal=True need hard_labels")
-        num_classes = y.shape[1] if soft else int(y.max()) + 1
-        self.classes_ = np.arange(num_classes)
         embeddings, self.tokenizer_json_ = teacher_static_embeddings(self.teacher, self.pca_dims, self.memory)
         self._tokenizer = None
         bag = nn.EmbeddingBag.from_pretrained(torch.from_numpy(embeddings.copy()), freeze=not self.train_embeddings,
                                               mode="mean")
-        head = nn.Linear(embeddings.shape[1], num_classes)
-        params = [p for p in [*bag.parameters(), *head.parameters()] if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=self.lr)
+        return MeanPooledLinear(bag, nn.Linear(embeddings.shape[1], num_classes))
 
-        ids = self.token_ids(X)
-        targets = torch.tensor(y, dtype=torch.float32 if soft else torch.long)
-        gold = torch.tensor(np.asarray(hard_labels if hard_labels is not None else np.zeros(len(y))),
-                            dtype=torch.long)
-        steps_per_epoch = int(np.ceil(len(X) / self.batch_size))
-        total, step = steps_per_epoch * self.epochs, 0
-        stopper = EarlyStopping(self.patience)
-        bar = tqdm(total=total, desc="static", disable=not self.progress, leave=False)
-        for epoch in range(self.epochs):
-            for batch in np.array_split(rng.permutation(len(X)), steps_per_epoch):
-                flat, offsets = _flatten([ids[i] for i in batch])
-                logits = head(bag(flat, offsets))
-                loss = student_loss(self, logits, targets[batch], gold[batch], step / total)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            self._set_table(bag, head)
-            if eval_set is not None:
-                score = dev_score(self, eval_set)
-                bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
-                if stopper.update(score, lambda: (self.table_.copy(), self.bias_.copy())):
-                    break
-        bar.close()
-        self.history_ = stopper.history
-        if stopper.snapshot is not None:
-            self.table_, self.bias_ = stopper.snapshot
-        self.embedding_dim_ = int(embeddings.shape[1])
-        return self
+    def _training_inputs(self, texts):
+        ids = self.token_ids(texts)
+        return ids, np.array([len(row) for row in ids])
+
+    def _batch(self, ids, rows):
+        return bag_input([ids[i] for i in rows])
+
+    def _batches(self, lengths, rng):
+        # Shuffled batches of any lengths: a bag of embeddings pads nothing.
+        return np.array_split(rng.permutation(len(lengths)), math.ceil(len(lengths) / self.batch_size))
 
     @torch.no_grad()
-    def _set_table(self, bag, head):
+    def _publish(self, network):
         # The head folded into the embeddings: one row of class scores per token.
-        self.table_ = (bag.weight @ head.weight.T).numpy().astype(np.float32)
-        self.bias_ = head.bias.numpy().astype(np.float32).copy()
+        self.table_ = (network.bag.weight @ network.head.weight.T).numpy().astype(np.float32)
+        self.bias_ = network.head.bias.numpy().astype(np.float32).copy()
+
+    def _finish(self, network):
+        self.embedding_dim_ = int(network.bag.weight.shape[1])
 
     # --- inference (numpy only) --------------------------------------------------------------------------------
     def logits_from_ids(self, ids: list[np.ndarray]) -> np.ndarray:
@@ -230,14 +202,3 @@ class StaticEmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         return softmax(self.predict_logits(X))
-
-    def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
-def _flatten(rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """EmbeddingBag input: all ids in one tensor plus each row's start. An empty row pools to zeros."""
-    lengths = [len(r) for r in rows]
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    flat = np.concatenate(rows) if sum(lengths) else np.zeros(0, dtype=np.int64)
-    return torch.from_numpy(flat.astype(np.int64)), torch.from_numpy(offsets)

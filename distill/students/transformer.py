@@ -8,20 +8,17 @@ fitted estimator holds its own model and tokenizer and pickles with joblib like 
 from __future__ import annotations
 
 import copy
-import math
 import re
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..batching import length_batches
 from ..errors import UserError
 from ..losses import student_loss
-from .batches import length_buckets
-from .early_stopping import EarlyStopping, dev_score
-from .soft import is_soft
+from ..training_loop import device
+from .torch_student import TorchStudent, student_parameters
 
 INITS = ("teacher", "scratch", "fresh")
 LAYER_CHOICES = ("bottom", "uniform")
@@ -89,7 +86,8 @@ def hidden_state_pairs(student_layers: int, teacher_layers: int) -> list[tuple[i
     return [(j, round(j * teacher_layers / student_layers)) for j in range(1, student_layers + 1)]
 
 
-class TransformerClassifier(ClassifierMixin, BaseEstimator):
+@student_parameters
+class TransformerClassifier(TorchStudent):
     """A `layers`-layer transformer over the teacher's tokenizer. `fit(texts, y)`: y = labels (cross-entropy) or
     teacher logits (`loss`: mse | kl | mix, or teacher annealing with `anneal=True`).
 
@@ -103,41 +101,28 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
     """
 
     family = "transformer"
-    fit_extras = ("hard_labels", "eval_set")
+    clip_norm = 1.0
 
     @staticmethod
     def uses_teacher(params: dict) -> bool:
         """Initialised from the teacher (its layers, or its shape with `init="fresh"`), whatever the parameters."""
         return True
 
-    def __init__(self, *, teacher=None, layers=3, init="teacher", layer_choice="uniform", max_length=64, epochs=2,
-                 max_steps=0, batch_size=32, lr=1e-4, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
-                 alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,
-                 progress=True, class_weights=None, dev_metric=None):
-        self.teacher = teacher
-        self.layers = layers
-        self.init = init
-        self.layer_choice = layer_choice
-        self.max_length = max_length
-        self.epochs = epochs
-        self.max_steps = max_steps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup = warmup
-        self.loss = loss
-        self.temperature = temperature
-        self.alpha = alpha
-        self.anneal = anneal
-        self.hidden_weight = hidden_weight
-        self.freeze_word_embeddings = freeze_word_embeddings
-        self.patience = patience
-        self.seed = seed
-        self.progress = progress
-        self.class_weights = class_weights
-        self.dev_metric = dev_metric
+    teacher: str | None = None
+    layers: int = 3
+    init: str = "teacher"
+    layer_choice: str = "uniform"
+    max_length: int = 64
+    max_steps: int = 0
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    hidden_weight: float = 0.0
+    freeze_word_embeddings: bool = True
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-4
 
-    # --- building the network ----------------------------------------------------------------------------------
+    # --- training (the loop is TorchStudent's) -------------------------------------------------------------------
     def _load_teacher(self, num_classes):
         from ..teacher import load_pretrained
         if not self.teacher:
@@ -148,93 +133,45 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
                             f"{num_classes}; train the student on the teacher's own task")
         return tokenizer, model.eval()
 
-    # --- training ----------------------------------------------------------------------------------------------
-    def fit(self, X, y, hard_labels=None, eval_set=None):
-        from transformers import get_linear_schedule_with_warmup
-
-        from ..teacher import device
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        X, y = list(X), np.asarray(y)
-        soft = is_soft(y)
-        num_classes = y.shape[1] if soft else int(y.max()) + 1
-        if soft and (self.loss == "mix" or self.anneal) and hard_labels is None:
-            raise ValueError("loss='mix' and anneal=True need hard_labels")
-        self.classes_ = np.arange(num_classes)
+    def _network(self, texts, num_classes):
         tokenizer, teacher_model = self._load_teacher(num_classes)
         self.tokenizer_ = tokenizer
         self.module_, self.teacher_layer_ids_ = initial_model(teacher_model, tokenizer, self.layers, self.init,
                                                               self.layer_choice)
-        dev = device()
-        self.module_.to(dev)
-        pairs, projection = [], None
-        if self.hidden_weight > 0:
-            teacher_model.to(dev)
-            pairs = hidden_state_pairs(self.module_.config.num_hidden_layers, teacher_model.config.num_hidden_layers)
-            widths = (self.module_.config.hidden_size, teacher_model.config.hidden_size)
-            projection = (nn.Linear(*widths) if widths[0] != widths[1] else nn.Identity()).to(dev)
-        else:
-            teacher_model = None
-
-        enc = tokenizer(X, truncation=True, max_length=self.max_length)
-        lengths = np.array([len(ids) for ids in enc["input_ids"]])
-        targets = torch.tensor(y, dtype=torch.float32 if soft else torch.long)
-        gold = torch.tensor(np.asarray(hard_labels if hard_labels is not None else np.zeros(len(y))),
-                            dtype=torch.long)
-        steps_per_epoch = math.ceil(len(X) / self.batch_size)
-        total = steps_per_epoch * self.epochs
-        if self.max_steps:
-            total = min(total, self.max_steps)
+        self.module_.to(device())
+        self._hidden_loss = HiddenStateLoss(self.module_, teacher_model) if self.hidden_weight > 0 else None
         if self.freeze_word_embeddings and self.init == "teacher":
             self.module_.get_input_embeddings().weight.requires_grad_(False)
-        trainable = [w for w in self.module_.parameters() if w.requires_grad]
-        trainable += list(projection.parameters()) if projection else []
-        opt = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
-        sched = get_linear_schedule_with_warmup(opt, int(self.warmup * total), total)
+        return self.module_
 
-        step, stop = 0, False
-        stopper = EarlyStopping(self.patience)
-        bar = tqdm(total=total, desc="transformer", disable=not self.progress, leave=False)
-        for epoch in range(self.epochs):
-            self.module_.train()
-            for batch in length_buckets(lengths, self.batch_size, rng):
-                features = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in batch],
-                                          "attention_mask": [enc["attention_mask"][i] for i in batch]},
-                                         return_tensors="pt").to(dev)
-                out = self.module_(**features, output_hidden_states=bool(pairs))
-                batch_targets, batch_gold = targets[batch].to(dev), gold[batch].to(dev)
-                loss = student_loss(self, out.logits, batch_targets, batch_gold, step / total)
-                if pairs:
-                    with torch.no_grad():
-                        teacher_states = teacher_model(**features, output_hidden_states=True).hidden_states
-                    loss = loss + self.hidden_weight * _hidden_mse(out.hidden_states, teacher_states, pairs,
-                                                                   projection, features["attention_mask"])
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(trainable, 1.0)
-                opt.step()
-                sched.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-                if step >= total:
-                    stop = True
-                    break
-            if eval_set is not None:
-                score = dev_score(self, eval_set)
-                bar.set_postfix(epoch=epoch + 1, dev_acc=f"{score:.3f}")
-                stop = stopper.update(score, self._weights) or stop
-            if stop:
-                break
-        bar.close()
-        self.history_ = stopper.history
-        if stopper.snapshot is not None:
-            self.module_.load_state_dict(stopper.snapshot)
-        self.module_.cpu().eval()
-        return self
+    def _training_inputs(self, texts):
+        encoded = self.tokenizer_(texts, truncation=True, max_length=self.max_length)
+        return encoded, np.array([len(ids) for ids in encoded["input_ids"]])
 
-    def _weights(self) -> dict:
-        return {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
+    def _batch(self, encoded, rows):
+        return self.tokenizer_.pad({"input_ids": [encoded["input_ids"][i] for i in rows],
+                                    "attention_mask": [encoded["attention_mask"][i] for i in rows]},
+                                   return_tensors="pt").to(device())
+
+    def _loss(self, network, features, targets, gold, progress):
+        out = network(**features, output_hidden_states=self._hidden_loss is not None)
+        loss = student_loss(self, out.logits, targets.to(device()), gold.to(device()), progress)
+        if self._hidden_loss is not None:
+            loss = loss + self.hidden_weight * self._hidden_loss(features, out.hidden_states)
+        return loss
+
+    def _trainable(self, network):
+        projection = [] if self._hidden_loss is None else list(self._hidden_loss.projection.parameters())
+        return super()._trainable(network) + projection
+
+    def _optimiser(self, parameters, total):
+        from transformers import get_linear_schedule_with_warmup
+        optimiser = torch.optim.AdamW(parameters, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
+        return optimiser, get_linear_schedule_with_warmup(optimiser, int(self.warmup * total), total)
+
+    def _finish(self, network):
+        del self._hidden_loss   # the teacher and the projection: for training only
+        network.cpu().eval()
 
     # --- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -243,9 +180,7 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         self.module_.eval()
         dev = next(self.module_.parameters()).device
         out = np.zeros((len(X), len(self.classes_)), dtype=np.float32)
-        order = np.argsort([len(t) for t in X], kind="stable")
-        for start in range(0, len(X), batch_size):
-            rows = order[start:start + batch_size]
+        for rows in length_batches([len(t) for t in X], batch_size):
             features = self.tokenizer_([X[i] for i in rows], padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt").to(dev)
             out[rows] = self.module_(input_ids=features["input_ids"],
@@ -255,32 +190,35 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         return torch.softmax(torch.from_numpy(self.predict_logits(X)), dim=-1).numpy()
 
-    def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-
+@student_parameters
 class BornAgainClassifier(TransformerClassifier):
     """Born-again network (Furlanello et al. 2018): a student of the teacher's own architecture, all its layers
     (`layers=0`), initialised as a copy of the teacher (`init="teacher"`) or afresh (`init="fresh"`), then
     distilled from the teacher like the small transformer. Costly on CPU: meant for the `full` profile or a GPU."""
 
-    def __init__(self, *, teacher=None, layers=0, init="teacher", layer_choice="bottom", max_length=64, epochs=2,
-                 max_steps=0, batch_size=32, lr=3e-5, weight_decay=0.01, warmup=0.1, loss="mse", temperature=2.0,
-                 alpha=0.5, anneal=False, hidden_weight=0.0, freeze_word_embeddings=True, patience=1, seed=13,
-                 progress=True, class_weights=None, dev_metric=None):
-        super().__init__(teacher=teacher, layers=layers, init=init, layer_choice=layer_choice, max_length=max_length,
-                         epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         warmup=warmup, loss=loss, temperature=temperature, alpha=alpha, anneal=anneal,
-                         hidden_weight=hidden_weight, freeze_word_embeddings=freeze_word_embeddings,
-                         patience=patience, seed=seed, progress=progress, class_weights=class_weights,
-                         dev_metric=dev_metric)
+    layers: int = 0
+    layer_choice: str = "bottom"
+    lr: float = 3e-5
 
+class HiddenStateLoss(nn.Module):
+    """The mean squared error between the student's hidden states and the teacher's at the same relative depth
+    (`hidden_state_pairs`), over real (unpadded) tokens, averaged over the pairs; through a learned projection when
+    the widths differ. It runs the (frozen) teacher on every batch."""
 
-def _hidden_mse(student_states, teacher_states, pairs, projection, attention_mask):
-    """Mean squared error between paired hidden states over real (unpadded) tokens, averaged over the pairs."""
-    mask = attention_mask.unsqueeze(-1).to(student_states[0].dtype)
-    total = 0.0
-    for s, t in pairs:
-        diff = (projection(student_states[s]) - teacher_states[t]) * mask
-        total = total + diff.pow(2).sum() / (mask.sum() * teacher_states[t].shape[-1])
-    return total / len(pairs)
+    def __init__(self, student, teacher):
+        super().__init__()
+        self.pairs = hidden_state_pairs(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+        widths = (student.config.hidden_size, teacher.config.hidden_size)
+        self.projection = (nn.Linear(*widths) if widths[0] != widths[1] else nn.Identity()).to(device())
+        self.teacher = [teacher.to(device())]   # in a list: not a submodule, neither trained nor saved
+
+    def forward(self, features, student_states):
+        with torch.no_grad():
+            teacher_states = self.teacher[0](**features, output_hidden_states=True).hidden_states
+        mask = features["attention_mask"].unsqueeze(-1).to(student_states[0].dtype)
+        total = 0.0
+        for s, t in self.pairs:
+            diff = (self.projection(student_states[s]) - teacher_states[t]) * mask
+            total = total + diff.pow(2).sum() / (mask.sum() * teacher_states[t].shape[-1])
+        return total / len(self.pairs)
