@@ -154,7 +154,7 @@ def test_export_matches_source(run, models, texts, native_probs, model_id, backe
     source = native_probs(model_id)
     sample = texts
     if backend == "onnx" and native_backend(model_id) == "sklearn":
-        # ORT's tokenizer (re2) has an ASCII-only \w: documented in distill/families/exporters.py. Compare where it agrees.
+        # ORT's tokenizer (re2) has an ASCII-only \w (distill/families/exporters.py): compare where it agrees.
         keep = [i for i, t in enumerate(texts) if t.isascii()]
         sample, source = [texts[i] for i in keep], source[keep]
     probs = pred.predict_proba(sample)
