@@ -216,7 +216,20 @@ def calibrate(cases: list[Case], head: Worker, target_seconds: float) -> None:
         case.calls = int(np.clip(round(target_seconds / max(once, 1e-7)), 1, 10_000))
 
 
-def main(argv=None) -> int:
+@dataclass
+class GateRun:
+    """What one comparison of base and head measured."""
+    commit: str
+    head_commit: str
+    dirty: bool
+    cases: list
+    verdicts: dict
+    rounds: int
+    seconds: float
+    only: list
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mbtb gate", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", help="revision to compare against (default: merge-base of HEAD with main; HEAD "
@@ -244,10 +257,24 @@ def main(argv=None) -> int:
                    help="config override for the distil step on both sides, e.g. teacher.max_steps=20 (repeatable)")
     p.add_argument("--export-backends", default=EXPORT_BACKENDS, help="backends to export on both sides "
                    "(default: %(default)s); only these can be timed besides the native ones")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if args.tolerance <= 1 or args.rounds < 3 or args.max_rounds < args.rounds:
         print("error: --tolerance must be > 1, --rounds >= 3 and --max-rounds >= --rounds", file=sys.stderr)
         return 2
+    try:
+        gate = compare(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return summarise(args, gate)
+
+
+def compare(args) -> GateRun:
+    """Prepare both trees, then time every case on both sides, re-measuring the undecided ones."""
     workers = []
     try:
         sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -294,14 +321,17 @@ def main(argv=None) -> int:
             for c in noisy:
                 verdicts[c.name] = judge(np.array(c.base[args.metric]), np.array(c.head[args.metric]),
                                          args.tolerance)
-        seconds = time.time() - started
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return GateRun(commit, head_commit, dirty, cases, verdicts, done, time.time() - started, only)
     finally:
         for worker in workers:
             worker.close()
 
+
+
+def summarise(args, gate: GateRun) -> int:
+    """The table, the JSON record and the exit status of a comparison."""
+    commit, head_commit, dirty, cases, verdicts = gate.commit, gate.head_commit, gate.dirty, gate.cases, gate.verdicts
+    done, seconds, only = gate.rounds, gate.seconds, gate.only
     rows = [{"case": c.name, f"base ms ({args.metric})": 1e3 * float(np.median(c.base[args.metric])),
              f"head ms ({args.metric})": 1e3 * float(np.median(c.head[args.metric])),
              "change": f"{verdicts[c.name].change - 1:+.1%}",

@@ -125,7 +125,8 @@ def verdict(table: pd.DataFrame, predictions=None, picks=()) -> dict | None:
             "warning": warning(beaten, name, best_hard_student(predictions)) if beaten else None,
             "teacher": {"score": float(teacher.score), "score_low": float(teacher.score_low),
                         "score_high": float(teacher.score_high), "median_ms": float(teacher.median_ms),
-                        "dev": predictions.score("teacher", "dev") if predictions is not None else None},
+                        "dev": predictions.score("teacher", "dev") if predictions is not None else None,
+                        "training": predictions.teacher_training if predictions is not None else None},
             "budgets": budgets(b1, teacher, predictions), "beaten": beaten, "picks": list(picks)}
 
 
@@ -175,13 +176,26 @@ def distillation_line(v: dict) -> str:
             + ("; ".join(parts) if parts else "no budget has both") + ".")
 
 
+def training_text(training: dict | None) -> str:
+    """How far the teacher's fine-tune went, so a reader can tell a teacher at its plateau from a cut-short one."""
+    if not training:
+        return ""
+    steps, planned, best = training["steps"], training.get("planned_steps"), training["best_step"]
+    if planned and steps < planned:
+        how = f"early stopping ended it at step {steps} of {planned}"
+    else:
+        how = f"it ran its whole schedule of {steps} steps" + (" (still improving at the end: it may gain from "
+                                                               "more)" if best == steps else "")
+    return f"; fine-tuned to its best dev score at step {best}, {how}"
+
+
 def lines(v: dict) -> list[str]:
     """The verdict's sentences: the warning first when there is one, then the teacher, distillation, the picks."""
     t = v["teacher"]
     dev = f", {t['dev']:.4f} on dev" if t.get("dev") is not None else ""
     out = [v["warning"]] if v["warning"] else []
     out.append(f"Teacher (PyTorch eager, {t['median_ms']:.3g} ms at batch 1): {v['metric']} {t['score']:.4f} "
-               f"[95% CI {t['score_low']:.4f}, {t['score_high']:.4f}] on test{dev}.")
+               f"[95% CI {t['score_low']:.4f}, {t['score_high']:.4f}] on test{dev}{training_text(t.get('training'))}.")
     out.append(distillation_line(v))
     return out + [f"Pick for me: {p}" for p in v["picks"]]
 

@@ -47,6 +47,18 @@ def model_predictions(run: Run) -> pd.DataFrame:
     return pd.read_parquet(stage_dir / "predictions.parquet")
 
 
+def teacher_training(run: Run) -> dict | None:
+    """The teacher's fine-tune in brief: steps taken of those planned, the dev curve, where it peaked; None for a
+    teacher used as it is."""
+    info = run.stage_info("teacher")
+    curve = [[h["step"], round(h["dev_accuracy"], 4)] for h in info.get("history", [])]
+    if not info.get("steps") or not curve:
+        return None
+    best = max(curve, key=lambda point: point[1])   # the first of equal scores, as early stopping keeps it
+    return {"steps": info["steps"], "planned_steps": info.get("planned_steps"), "best_step": best[0],
+            "dev_curve": curve}
+
+
 @dataclass(frozen=True)
 class Predictions:
     """Scores and paired comparisons of a run's models in its metric, from `model_predictions`."""
@@ -54,11 +66,12 @@ class Predictions:
     metric: Metric
     n_resamples: int = 1000
     seed: int = 13
+    teacher_training: dict | None = None   # how the teacher's fine-tune went (`teacher_training`)
 
     @classmethod
     def of_run(cls, run: Run) -> "Predictions":
         c = run.cfg["eval"]
-        return cls(model_predictions(run), run.metric(), c["bootstrap"], c["seed"])
+        return cls(model_predictions(run), run.metric(), c["bootstrap"], c["seed"], teacher_training(run))
 
     def models(self) -> list[str]:
         return [c for c in self.table.columns if c not in ("split", "gold")]

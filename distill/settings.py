@@ -66,6 +66,7 @@ class Teacher(Section):
     batch_size: PositiveInt
     epochs: PositiveInt
     max_steps: Count
+    min_steps: Count
     lr: Positive
     weight_decay: Fraction
     warmup: Fraction

@@ -159,9 +159,7 @@ def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True, checkpoint: 
     model.to(accelerator.device)
     encoded = tokenizer(list(train[0]), truncation=True, max_length=cfg["max_length"])
     steps_per_epoch = math.ceil(math.ceil(len(train[0]) / cfg["batch_size"]) / per_step)
-    total = steps_per_epoch * cfg["epochs"]
-    if cfg.get("max_steps"):
-        total = min(total, cfg["max_steps"])
+    total = plateau_steps(steps_per_epoch, cfg)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
@@ -178,16 +176,24 @@ def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True, checkpoint: 
     saved = accelerated.from_main(accelerator, training_loop.load_checkpoint(checkpoint))
     saved = _resumable(saved, per_step, total, log)
     eval_every = max(1, steps_per_epoch // max(1, cfg.get("evals_per_epoch", 1)))
-    plan = training_loop.Plan(total, eval_every, cfg["patience"])
+    plan = training_loop.Plan(total, eval_every, cfg["patience"], min_steps=min(cfg["min_steps"], total))
     outcome = training_loop.train(job, plan, rng, desc="teacher", progress=progress, leave=True,
                                   checkpoint=checkpoint, resume=saved, log=log,
                                   agree=lambda stop: accelerated.from_main(accelerator, stop))   # one decision for all
     accelerator.unwrap_model(trained, keep_fp32_wrapper=False)   # `model` forwards in its own precision again
     model.eval()
     history = [{"step": h["step"], "dev_accuracy": h["score"], "loss": h["loss"]} for h in outcome.history]
-    return {"steps": outcome.steps, "best_dev_accuracy": outcome.best, "history": history,
+    return {"steps": outcome.steps, "planned_steps": total, "best_dev_accuracy": outcome.best, "history": history,
             "train_seconds": outcome.seconds, "device": str(accelerator.device),
             "resumed_from_step": outcome.resumed_from, **accelerated.describe(accelerator, cfg)}
+
+
+def plateau_steps(steps_per_epoch: int, cfg: dict) -> int:
+    """The fine-tune's length in optimiser steps, over which the learning rate warms up and decays: `epochs` passes
+    over the data, or `min_steps` when that is more (small data needs more passes to reach its plateau), never more
+    than `max_steps` when set. Early stopping ends it sooner once the dev score stops improving."""
+    total = max(steps_per_epoch * cfg["epochs"], cfg["min_steps"])
+    return min(total, cfg["max_steps"]) if cfg["max_steps"] else total
 
 
 def _resumable(saved: dict | None, per_step: int, total: int, log) -> dict | None:

@@ -65,6 +65,7 @@ class Plan:
     total: int          # optimiser steps in all
     eval_every: int     # steps between dev evaluations, and one at the last step; 0: never evaluate
     patience: int       # evaluations in a row without improvement that are tolerated
+    min_steps: int = 0  # no early stop before this many steps (a plateau needs a few evaluations to show)
 
     def evaluates_at(self, step: int) -> bool:
         return self.eval_every > 0 and (step % self.eval_every == 0 or step == self.total)
@@ -137,7 +138,7 @@ def train(job: Job, plan: Plan, rng: np.random.Generator, *, desc: str, progress
             if plan.evaluates_at(at["step"]):
                 score = job.score()
                 history.append({"step": at["step"], "score": score, "loss": loss})
-                stop = agree(stopper.update(score, job.snapshot))
+                stop = agree(stopper.update(score, job.snapshot) and at["step"] >= plan.min_steps)
                 if checkpoint is not None and not stop and at["step"] < plan.total:
                     at.update(position=position + 1, seconds=time.time() - started)
                     save_checkpoint(checkpoint, {"at": at, "stopper": stopper.state_dict(), "history": history,

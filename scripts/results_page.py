@@ -15,7 +15,7 @@ import pandas as pd
 
 from scripts import gate_trials, loadtest, stage_times
 from scripts.results_tables import (ablation_table, accuracy_table, frontier_table, static_table, targets_table,
-                                    time_table, timings_table)
+                                    time_table, timings_table, verdict_markdown)
 
 
 def page_path(directory: Path) -> Path:
@@ -70,6 +70,15 @@ def files_section(directory: Path) -> list[str]:
     return ["## Files", "\n".join(files)]
 
 
+def teacher_curve(summary: dict) -> list[str]:
+    """The teacher's dev score at each evaluation of its fine-tune, when the summary records it."""
+    training = ((summary.get("verdict") or {}).get("teacher") or {}).get("training")
+    if not training:
+        return []
+    points = ", ".join(f"{step}: {score:.4f}" for step, score in training["dev_curve"])
+    return [f"The teacher's dev curve (optimiser step: dev score): {points}."]
+
+
 def profile_page(directory: Path) -> str:
     summary = read_json(directory / "summary.json")
     results = pd.read_csv(directory / "results.csv")
@@ -81,6 +90,7 @@ def profile_page(directory: Path) -> str:
               "## The run", machine_line(summary), "## Headline", f"> {summary['headline'][0]}"]
     if (directory / "pareto.png").exists():
         parts.append(f"![accuracy vs latency]({directory.name}/pareto.png)")
+    parts += ["## Verdict", verdict_markdown(results, summary)] + teacher_curve(summary)
     if "frontier" in summary:
         parts += ["## Targets", targets_table(results, summary, ablation)]
     parts += ["## The fastest variant of every model",

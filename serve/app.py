@@ -40,6 +40,23 @@ def _offline_docs(app: FastAPI) -> None:
                                    swagger_css_url="/docs-static/swagger-ui.css", swagger_favicon_url="")
 
 
+def _error_handlers(app: FastAPI) -> None:
+    """Every error leaves as the same one-line JSON: a bad input with its status, anything else as a 500."""
+
+    @app.exception_handler(InputError)
+    async def input_error(_, exc: InputError):
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_, exc: RequestValidationError):
+        return error(*validation_message(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def internal_error(_, exc: Exception):
+        log.exception("unexpected error")
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+
+
 def create_app(predictors, examples: list[Example] = (), labels: list[str] = (), missing: list[Missing] = (),
                profile: str = "", concurrency: int = 1) -> FastAPI:
     """The app over any list of bench Predictors; `missing` lists models that did not load, with the reason;
@@ -58,19 +75,7 @@ def create_app(predictors, examples: list[Example] = (), labels: list[str] = (),
                   version="1.0", docs_url=None)
     _offline_docs(app)
     app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES)
-
-    @app.exception_handler(InputError)
-    async def input_error(_, exc: InputError):
-        return error(exc.status, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_, exc: RequestValidationError):
-        return error(*validation_message(exc.errors()))
-
-    @app.exception_handler(Exception)
-    async def internal_error(_, exc: Exception):
-        log.exception("unexpected error")
-        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+    _error_handlers(app)
 
     def run_batch(texts: list[str], gold: list | None, names: list[str] | None, where) -> dict:
         gold = checks.batch(texts, gold, names, where)

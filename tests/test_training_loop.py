@@ -67,6 +67,22 @@ def test_early_stopping_after_patience_evaluations_without_improvement():
     assert len(job.weights) == 2
 
 
+def test_no_early_stop_before_min_steps_then_stops_at_the_first_evaluation_past_patience():
+    # without min_steps the run stops at step 8 (test above); with it, the plateau must show after step 12 too
+    job = Counting(scores=[0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.95])
+    outcome = loop.train(job, loop.Plan(total=40, eval_every=2, patience=2, min_steps=12), np.random.default_rng(0),
+                         desc="toy", progress=False)
+    assert outcome.steps == 12 and [h["step"] for h in outcome.history] == [2, 4, 6, 8, 10, 12]
+    assert outcome.best == 0.9 and len(job.weights) == 2   # the best evaluation's weights, from step 2
+
+
+def test_the_fine_tune_length_is_epochs_or_min_steps_on_small_data_capped_by_max_steps():
+    from distill.teacher import plateau_steps
+    assert plateau_steps(319, {"epochs": 4, "min_steps": 600, "max_steps": 0}) == 1276       # MR: 4 epochs
+    assert plateau_steps(114, {"epochs": 4, "min_steps": 600, "max_steps": 0}) == 600        # small data: more
+    assert plateau_steps(114, {"epochs": 4, "min_steps": 600, "max_steps": 60}) == 60        # a hard cap
+
+
 def test_a_run_resumed_from_its_checkpoint_steps_on_the_same_batches(tmp_path, monkeypatch):
     plan, scores = loop.Plan(total=12, eval_every=5, patience=9), [0.1, 0.2, 0.3]
     whole = Counting(scores)

@@ -130,3 +130,20 @@ def test_the_verdict_follows_the_runs_metric():
     expected = f1(rows["gold"], rows["bilstm-distilled"]) - f1(rows["gold"], rows["tfidf_lr-baseline"])
     assert v["metric"] == "f1:b" and v["budgets"][0]["paid"]["difference"] == pytest.approx(expected)
     assert "f1:b [95% CI]" in judge.budget_table(v).columns and " f1:b 0.8000 " in judge.lines(v)[0]
+
+
+@pytest.mark.parametrize("training, expected", [
+    (None, ""),
+    ({"steps": 790, "planned_steps": 957, "best_step": 636, "dev_curve": []},
+     "; fine-tuned to its best dev score at step 636, early stopping ended it at step 790 of 957"),
+    ({"steps": 957, "planned_steps": 957, "best_step": 957, "dev_curve": []},
+     "; fine-tuned to its best dev score at step 957, it ran its whole schedule of 957 steps (still improving at "
+     "the end: it may gain from more)"),
+    ({"steps": 957, "planned_steps": 957, "best_step": 795, "dev_curve": []},
+     "; fine-tuned to its best dev score at step 795, it ran its whole schedule of 957 steps"),
+])
+def test_the_teacher_line_says_how_far_its_fine_tune_went(training, expected):
+    assert judge.training_text(training) == expected
+    v = judge.verdict(results(("nb-baseline", "numpy", 0.70, 1.0)), predictions({"teacher": 0.8, "nb-baseline": 0.7}))
+    v["teacher"]["training"] = training
+    assert judge.lines(v)[0].endswith(f"on test{expected}.")
