@@ -128,6 +128,20 @@ def loadtest_page(directory: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def packages_page(directory: Path) -> str:
+    from ship.measure import table_lines
+    records = [read_json(p) for p in sorted(directory.glob("*.json"))]
+    flags = sorted({" ".join(r["cpu_flags"]) for r in records})
+    parts = heading(directory, "Results: packaged students through their own predict.py")
+    parts += ["`python -m ship.measure` on packages made by `mbtb package` (the runtime alone: numpy, onnxruntime, "
+              "tokenizers), one row per result file: files and size, load time from `import predict` to a loaded "
+              "model, and the batch-1 median through predict.py beside the benchmark's batch-1 median for the same "
+              "variant in the same run's bench.json. How to build and use a package: [package](../package.md).",
+              "\n".join(table_lines(records)), f"CPU flags: {'; '.join(flags)}.", "## Files",
+              "\n".join(f"- [{p.name}]({directory.name}/{p.name})" for p in sorted(directory.glob("*.json")))]
+    return "\n\n".join(parts) + "\n"
+
+
 def writer(directory: Path):
     """The page writer for a directory of result files, or None when it holds none (only an experiments/ log)."""
     if (directory / "summary.json").exists():
@@ -137,6 +151,8 @@ def writer(directory: Path):
     jsons = list(directory.glob("*.json"))
     if jsons and all("endpoints" in read_json(p) for p in jsons):
         return loadtest_page
+    if jsons and all("load_ms" in read_json(p) for p in jsons):
+        return packages_page
     return None
 
 

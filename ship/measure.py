@@ -13,12 +13,15 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.results import join, read_bench
 from bench.zoo import open_run
 from distill import data as datasets
 from distill import runs
+from distill.atomic import write_json
+from distill.environment import cpu_flags
 from distill.errors import UserError, one_line_errors
 from distill.families.manifest import read_manifest
 
@@ -70,22 +73,34 @@ def main(argv=None) -> int:
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--reports", default="reports")
     p.add_argument("--seconds", type=float, default=2.0, help="time spent on batch-1 calls (default: %(default)s)")
+    p.add_argument("--json", type=Path, help="also write the measurement here (docs/results/packages/ keeps them; "
+                   "`make results-docs PROFILE=packages` writes their page)")
     args = p.parse_args(argv)
     package = Path(args.package).resolve()
     info = json.loads((package / "package.json").read_text())
     run = open_run(runs.run_name(args.profile, args.data, args.name), args.artifacts, args.reports)
     text = datasets.texts_labels(run.split(), "test")[0][0]
-    measured = probe(package, text, args.seconds)
-    reference = benchmark_ms(run, info["model"], info["backend"])
     files = package_files(package)
-    overhead = f"{measured['batch1_ms'] / reference - 1:+.0%}" if reference else "n/a (no bench.json)"
-    print("| variant | files | size | load (ms) | batch 1, predict.py (ms) | batch 1, benchmark (ms) | difference |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {info['model']}/{info['backend']} | {len(files)} | {megabytes(sum(s for _, s in files))} | "
-          f"{measured['load_ms']:.0f} | {measured['batch1_ms']:.4f} | "
-          f"{'n/a' if reference is None else f'{reference:.4f}'} | {overhead} |")
+    record = {"variant": f"{info['model']}/{info['backend']}", "run": run.profile, "files": len(files),
+              "size_bytes": sum(s for _, s in files), **probe(package, text, args.seconds),
+              "benchmark_ms": benchmark_ms(run, info["model"], info["backend"]), "cpu_flags": cpu_flags(),
+              "measured": time.strftime("%FT%T")}
+    print("\n".join(table_lines([record])))
+    if args.json:
+        write_json(args.json, record)
     return 0
 
+
+def table_lines(records: list[dict]) -> list[str]:
+    """A Markdown table of measurements, one row each."""
+    lines = ["| variant | files | size | load (ms) | batch 1, predict.py (ms) | batch 1, benchmark (ms) | difference |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        reference = r["benchmark_ms"]
+        overhead = f"{r['batch1_ms'] / reference - 1:+.0%}" if reference else "n/a (no bench.json)"
+        lines.append(f"| `{r['variant']}` | {r['files']} | {megabytes(r['size_bytes'])} | {r['load_ms']:.0f} | "
+                     f"{r['batch1_ms']:.4f} | {'n/a' if reference is None else f'{reference:.4f}'} | {overhead} |")
+    return lines
 
 if __name__ == "__main__":
     sys.exit(main())

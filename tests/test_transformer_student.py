@@ -96,8 +96,10 @@ def test_fits_labels_logits_annealing_and_hidden_state_loss(four_layer_teacher, 
 
 
 def test_registry_builds_it_from_profile_params():
-    est = build("transformer", {"layers": 2, "init": "scratch", "unknown_key": 1})
+    est = build("transformer", {"layers": 2, "init": "scratch"})
     assert isinstance(est, TransformerClassifier) and est.get_params()["layers"] == 2
+    with pytest.raises(UserError, match="student transformer has no parameter 'layer'.*did you mean 'layers'"):
+        build("transformer", {"layer": 2})
 
 
 def test_hidden_state_pairs_match_relative_depth():
