@@ -368,13 +368,20 @@ def test_serve_refuses_a_broken_package_with_one_line(packaged, tmp_path):
         load_package(folder)
 
 
-def test_measure_times_predict_py_beside_the_benchmark_figure(run, manifest, packaged, capsys):
+def test_measure_times_predict_py_beside_the_benchmark_figure(run, manifest, packaged, capsys, tmp_path):
+    from scripts import results_page
     from ship.measure import main as measure
+    record = tmp_path / "packages" / "tfidf_lr-distilled-numpy.json"
     assert measure([str(packaged[0]["sklearn"]), "--name", run.profile, "--artifacts", str(run.dir.parent),
-                    "--reports", str(run.reports.parent), "--seconds", "0.2"]) == 0
-    cells = [cell.strip() for cell in capsys.readouterr().out.splitlines()[-1].strip("|").split("|")]
+                    "--reports", str(run.reports.parent), "--seconds", "0.2", "--json", str(record)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
     variant, files, size, load_ms, batch1_ms, benchmark_ms, difference = cells
-    assert variant == "tfidf_lr-distilled/numpy" and int(files) >= 6 and size.endswith(" MB")
+    assert variant == "`tfidf_lr-distilled/numpy`" and int(files) >= 6 and size.endswith(" MB")
+    saved = json.loads(record.read_text())
+    assert saved["variant"] == "tfidf_lr-distilled/numpy" and saved["cpu_flags"] and saved["load_ms"] > 0
+    assert results_page.writer(record.parent) is results_page.packages_page
+    assert row in results_page.packages_page(record.parent)   # the results page is made from the saved files
     assert float(load_ms) > 0 and float(batch1_ms) > 0 and difference.endswith("%")
     bench = next(c for c in fake_bench(manifest)["benchmarks"] if c["extra_info"]["model"] == "tfidf_lr-distilled"
                  and c["extra_info"]["backend"] == "numpy" and c["extra_info"]["batch_size"] == 1)
