@@ -176,7 +176,7 @@ def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True, checkpoint: 
     saved = accelerated.from_main(accelerator, training_loop.load_checkpoint(checkpoint))
     saved = _resumable(saved, per_step, total, log)
     eval_every = max(1, steps_per_epoch // max(1, cfg.get("evals_per_epoch", 1)))
-    plan = training_loop.Plan(total, eval_every, cfg["patience"], min_steps=min(cfg["min_steps"], total))
+    plan = training_loop.Plan(total, eval_every, cfg["patience"], min_steps=min(cfg.get("min_steps", 0), total))
     outcome = training_loop.train(job, plan, rng, desc="teacher", progress=progress, leave=True,
                                   checkpoint=checkpoint, resume=saved, log=log,
                                   agree=lambda stop: accelerated.from_main(accelerator, stop))   # one decision for all
@@ -192,8 +192,8 @@ def plateau_steps(steps_per_epoch: int, cfg: dict) -> int:
     """The fine-tune's length in optimiser steps, over which the learning rate warms up and decays: `epochs` passes
     over the data, or `min_steps` when that is more (small data needs more passes to reach its plateau), never more
     than `max_steps` when set. Early stopping ends it sooner once the dev score stops improving."""
-    total = max(steps_per_epoch * cfg["epochs"], cfg["min_steps"])
-    return min(total, cfg["max_steps"]) if cfg["max_steps"] else total
+    total = max(steps_per_epoch * cfg["epochs"], cfg.get("min_steps", 0))   # a hand-made cfg may leave both out
+    return min(total, cfg["max_steps"]) if cfg.get("max_steps") else total
 
 
 def _resumable(saved: dict | None, per_step: int, total: int, log) -> dict | None:
