@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 from distill import data as datasets
 from distill import runs
 from distill.batching import length_batches
+from distill.catalogue import logits_of, parse_model_id
 from distill.errors import one_line_errors
 from distill.families import family_of
 from distill.families.manifest import Manifest, has_manifest, manifest_path, read_manifest, write_manifest
 from distill.families.registry import BROKEN, LOSSY, drift_verdict
 from distill.metrics import count_params, evaluate
-from distill.pipeline import Run, kind_of, logits_of
+from distill.pipeline import Run
 from distill.students.soft import softmax
 from distill.teacher_onnx import quiet_exporters
 
@@ -144,7 +145,7 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
     entries, reference = [], {}
     for model_id, estimator, backend in tqdm(plan, desc="export", disable=not progress):
         family = family_of(estimator)
-        entry = {"model": model_id, "backend": backend, "family": family.name, "kind": kind_of(model_id)}
+        entry = {"model": model_id, "backend": backend, "family": family.name, "kind": parse_model_id(model_id).kind}
         native = backend == family.native_backend
         exported = family.backends.get(backend) if backend not in GPU_VARIANTS else None
         inputs = {"source": source_key(run, model_id), "backend": backend, "version": EXPORT_VERSION,

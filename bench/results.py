@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from distill.catalogue import TRAINED_ON, parse_model_id
 from distill.errors import UserError
 from distill.families.manifest import Manifest
-from distill.pipeline import TRAINED_ON, mode_of
 
 HARNESS = ("harness", "noop")   # bench/test_latency.py:test_harness_overhead
 
@@ -56,7 +56,7 @@ def join(manifest: Manifest, bench: dict) -> pd.DataFrame:
         part = t[t["mode"] == mode][["model", "backend", "batch_size", "median_ms"]]
         table = table.merge(part.rename(columns={"median_ms": column}), on=["model", "backend", "batch_size"],
                             how="left")
-    table["trained_on"] = table["model"].map(lambda m: TRAINED_ON.get(mode_of(m), ""))
+    table["trained_on"] = table["model"].map(lambda m: TRAINED_ON.get(parse_model_id(m).mode, ""))
     table["size_mb"] = table["size_bytes"] / 1e6
     teacher = e2e[(e2e["model"] == "teacher") & (e2e["backend"] == "torch")].set_index("batch_size")["median_ms"]
     table["speedup"] = table["batch_size"].map(teacher) / table["median_ms"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
-from distill.pipeline import TRAINED_ON, mode_of
+from distill.catalogue import TRAINED_ON, parse_model_id
 
 from .results import metric_name, scored
 
@@ -24,7 +24,7 @@ WHAT_TO_TRY = ("Train the teacher longer (teacher.epochs, teacher.max_steps), tr
 
 def training(model: str) -> str | None:
     """distilled | hard | None (the teacher): how a model learned, an ensemble as its members did."""
-    mode = mode_of(model)
+    mode = parse_model_id(model).mode
     return "distilled" if mode in DISTILLED_MODES else "hard" if mode == HARD_MODE else None
 
 
@@ -105,7 +105,8 @@ def warning(beaten: list[dict], metric: str, ship: str | None) -> str:
     dev = (f"{top['dev']:.4f} {metric} on dev against the teacher's {top['teacher_dev']:.4f}, and "
            if top["dev"] is not None else f"{metric} ")
     more = f"; {len(beaten) - 1} more student(s) also score above the teacher" if len(beaten) > 1 else ""
-    return (f"Warning: the teacher is beaten. {top['model']} ({TRAINED_ON[mode_of(top['model'])]}) scores {dev}"
+    how = TRAINED_ON[parse_model_id(top["model"]).mode]
+    return (f"Warning: the teacher is beaten. {top['model']} ({how}) scores {dev}"
             f"{top['test']:.4f} on test against {top['teacher_test']:.4f} (difference {top['difference']:+.4f}, "
             f"paired 95% CI [{top['low']:+.4f}, {top['high']:+.4f}]){more}. {WHAT_TO_TRY}"
             + (f" ({ship})." if ship else "."))

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import torch
 
+from distill.catalogue import parse_model_id
 from distill.config import available_profiles, load_profile
 from distill.errors import UserError
 from distill.families import FAMILIES, family_of, native_predictor
 from distill.families.predictor import Predictor, TransformerPredictor
-from distill.pipeline import Run, kind_of
+from distill.pipeline import Run
 from distill.runs import saved_config
 
-__all__ = ["open_run", "kind_of", "teacher_predictor", "native_predictors", "load_variant", "cuda_backends",
+__all__ = ["open_run", "teacher_predictor", "native_predictors", "load_variant", "cuda_backends",
            "gpu_skip_reason", "GPU_VARIANTS"]
 
 # GPU variants reuse a CPU export: (source backend, options)
@@ -49,14 +50,15 @@ def native_predictors(run: Run) -> list[Predictor]:
     """Every model of `run.models()` as it was trained: the teacher in PyTorch eager, students in their framework."""
     labels = run.labels()
     return [teacher_predictor(run) if est is None else native_predictor(model_id, est, labels=labels,
-                                                                        kind=kind_of(model_id))
+                                                                        kind=parse_model_id(model_id).kind)
             for model_id, est in run.models().items()]
 
 
 def loader_context(run: Run, model_id: str, estimator, backend: str, device: str = "cpu") -> dict:
     max_length = getattr(estimator, "max_length", None) or run.cfg["teacher"]["max_length"]
     return {"source": estimator, "max_length": max_length, "device": device,
-            "meta": {"model": model_id, "backend": backend, "labels": run.labels(), "kind": kind_of(model_id)}}
+            "meta": {"model": model_id, "backend": backend, "labels": run.labels(),
+                     "kind": parse_model_id(model_id).kind}}
 
 
 def load_variant(run: Run, model_id: str, backend: str, models: dict | None = None) -> Predictor:
@@ -69,7 +71,7 @@ def load_variant(run: Run, model_id: str, backend: str, models: dict | None = No
     if backend == family.native_backend:
         if model_id == "teacher":
             return teacher_predictor(run)
-        return native_predictor(model_id, estimator, labels=run.labels(), kind=kind_of(model_id))
+        return native_predictor(model_id, estimator, labels=run.labels(), kind=parse_model_id(model_id).kind)
     if backend not in family.backends:
         raise UserError(f"{model_id} ({family.name}) has no backend {backend!r}; it has "
                         f"{', '.join([family.native_backend, *family.backends])}")

@@ -13,11 +13,11 @@ import pandas as pd
 
 from . import stages
 from .atomic import write_json
-from .catalogue import MODES, TRAINED_ON, TRANSFER_MODES, Catalogue, logits_of, parse_model_id
+from .catalogue import MODES, TRAINED_ON, TRANSFER_MODES, Catalogue, logits_of
 from .store import StageStore
 from .student_stage import class_weights
 
-__all__ = ["Run", "MODES", "TRANSFER_MODES", "TRAINED_ON", "class_weights", "logits_of", "kind_of", "mode_of"]
+__all__ = ["Run", "MODES", "TRANSFER_MODES", "TRAINED_ON", "class_weights", "logits_of"]
 
 
 class Run(Catalogue):
@@ -86,12 +86,3 @@ class Run(Catalogue):
         if not (self.dir / "run.json").exists():   # the run's first finished stage says what the run is
             self.record()
 
-
-def kind_of(model_id: str) -> str:
-    """bench's name for `parse_model_id(model_id).kind`."""
-    return parse_model_id(model_id).kind
-
-
-def mode_of(model_id: str) -> str:
-    """bench's name for `parse_model_id(model_id).mode`."""
-    return parse_model_id(model_id).mode

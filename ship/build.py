@@ -18,10 +18,11 @@ from bench.export import VALIDATION_SENTENCES
 from bench.zoo import load_variant, loader_context
 from distill import data as datasets
 from distill.atomic import atomic_dir, write_json, write_text
+from distill.catalogue import parse_model_id
 from distill.environment import git_commit
 from distill.errors import UserError
 from distill.families import FAMILIES
-from distill.pipeline import Run, kind_of
+from distill.pipeline import Run
 from distill.students import wordpiece_cache
 
 from .model_card import model_card
@@ -71,7 +72,7 @@ def write_contents(run: Run, entry: dict, source: Source, folder: PackageFolder)
     folder.write_json("labels.json", run.labels())
     folder.write_text("requirements.txt", requirements_text(spec))
     info = {"format": runtime.FORMAT, "model": entry["model"], "backend": entry["backend"],
-            "family": entry["family"], "kind": kind_of(entry["model"]), "run": run.profile,
+            "family": entry["family"], "kind": parse_model_id(entry["model"]).kind, "run": run.profile,
             "made_by": f"my-bert-is-too-big {git_commit()}", "runtime": spec}
     folder.write_json("package.json", info)
     return info

@@ -8,9 +8,10 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bench.results import join
+from distill.catalogue import TRAINED_ON, TRANSFER_MODES, parse_model_id
 from distill.families import FAMILIES
 from distill.families.manifest import Manifest, read_manifest
-from distill.pipeline import TRAINED_ON, TRANSFER_MODES, Run, mode_of
+from distill.pipeline import Run
 
 from .parts import needed_libraries
 from .runtime.predict import MANIFEST
@@ -167,7 +168,7 @@ def recipe(run: Run, model: str) -> list[str]:
     if members:
         return [f"the mean of the probabilities of {', '.join(members)}"] + [
             f"{member}: {line}" for member in members for line in recipe(run, member)]
-    mode = mode_of(model)
+    mode = parse_model_id(model).mode
     settings = ", ".join(f"{k}={v}" for k, v in student_settings(run, model).items())
     lines = [f"targets: {TRAINED_ON.get(mode, mode)}", f"settings: {settings or 'the defaults'}"]
     if mode in TRANSFER_MODES:
