@@ -44,8 +44,9 @@ def build_student(run, tmp, inputs, mix=None) -> dict:
 
 def student_params(run, name: str, mode: str) -> dict:
     params = dict(run.cfg["students"].get(name, {}))
-    if mode in TRANSFER_MODES:
-        params.update(run.cfg["ablation"].get(name, {}))
+    overrides = run.cfg["ablation"].get(name)
+    if mode in TRANSFER_MODES and isinstance(overrides, dict):   # [ablation] born_again is its on/off switch
+        params.update(overrides)
     return {**params, **student_extras(run)}
 
 

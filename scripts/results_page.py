@@ -129,7 +129,7 @@ def loadtest_page(directory: Path) -> str:
 
 
 def packages_page(directory: Path) -> str:
-    from ship.measure import table_lines
+    from ship.measure import file_lines, table_lines
     records = [read_json(p) for p in sorted(directory.glob("*.json"))]
     flags = sorted({" ".join(r["cpu_flags"]) for r in records})
     parts = heading(directory, "Results: packaged students through their own predict.py")
@@ -137,7 +137,10 @@ def packages_page(directory: Path) -> str:
               "tokenizers), one row per result file: files and size, load time from `import predict` to a loaded "
               "model, and the batch-1 median through predict.py beside the benchmark's batch-1 median for the same "
               "variant in the same run's bench.json. How to build and use a package: [package](../package.md).",
-              "\n".join(table_lines(records)), f"CPU flags: {'; '.join(flags)}.", "## Files",
+              "\n".join(table_lines(records)), f"CPU flags: {'; '.join(flags)}.", "## What each package holds",
+              "Beside MODEL_CARD.md and manifest.json:", "\n".join(
+                  f"- `{r['variant']}`: {', '.join(file_lines(r))}" for r in records if r.get("file_sizes")),
+              "## Files",
               "\n".join(f"- [{p.name}]({directory.name}/{p.name})" for p in sorted(directory.glob("*.json")))]
     return "\n\n".join(parts) + "\n"
 

@@ -82,13 +82,19 @@ def main(argv=None) -> int:
     text = datasets.texts_labels(run.split(), "test")[0][0]
     files = package_files(package)
     record = {"variant": f"{info['model']}/{info['backend']}", "run": run.profile, "files": len(files),
-              "size_bytes": sum(s for _, s in files), **probe(package, text, args.seconds),
+              "size_bytes": sum(s for _, s in files), "file_sizes": dict(files), **probe(package, text, args.seconds),
               "benchmark_ms": benchmark_ms(run, info["model"], info["backend"]), "cpu_flags": cpu_flags(),
               "measured": time.strftime("%FT%T")}
     print("\n".join(table_lines([record])))
     if args.json:
         write_json(args.json, record)
     return 0
+
+
+def file_lines(record: dict) -> list[str]:
+    """A package's files (beside MODEL_CARD.md and manifest.json), largest first, with their sizes."""
+    sizes = sorted(record.get("file_sizes", {}).items(), key=lambda item: -item[1])
+    return [f"{name} ({size / 1e3:,.0f} kB)" for name, size in sizes]
 
 
 def table_lines(records: list[dict]) -> list[str]:

@@ -142,3 +142,16 @@ def test_seed_ensembles_script_retrains_the_runs_bilstm_and_averages_seeds(ablat
                                        "2 bilstms (seeds 13..14)", f"2 bilstm(s) + {others}"]
     np.testing.assert_allclose(table["of_teacher"], table["test_accuracy"] / table["teacher_accuracy"], atol=1e-3)
     assert ((table["ci_low"] <= table["test_accuracy"]) & (table["test_accuracy"] <= table["ci_high"])).all()
+
+
+def test_the_born_again_switch_is_not_taken_for_its_overrides():
+    """[ablation] born_again = true turns the student on; its settings stay [students.born_again]'s, while a
+    student's [ablation.<name>] table overrides its own for the transfer-set modes only."""
+    from types import SimpleNamespace
+
+    from distill.config import apply_overrides, load_profile
+    from distill.student_stage import student_params
+    run = SimpleNamespace(cfg=apply_overrides(load_profile("full"), ["ablation.born_again=true"]))
+    assert student_params(run, "born_again", "augmented") == run.cfg["students"]["born_again"]
+    assert student_params(run, "bilstm", "augmented")["epochs"] == run.cfg["ablation"]["bilstm"]["epochs"]
+    assert student_params(run, "bilstm", "distilled")["epochs"] == run.cfg["students"]["bilstm"]["epochs"]
