@@ -236,6 +236,18 @@ def test_the_readme_is_short_and_quotes_the_committed_headlines():
         assert " ".join(headline.split()) in quoted, f"the README's {profile} headline is not summary.json's"
 
 
+QUOTED = re.compile(r"<!-- quoted from (docs/results/[\w.-]+\.md) -->\n((?:\|.*\n)+)")
+
+
+def test_tables_the_readme_quotes_are_copied_from_the_results_pages():
+    """A table of figures in the README follows `<!-- quoted from docs/results/<page>.md -->` and stands in that
+    page line for line: written from committed result files, never typed."""
+    quoted = QUOTED.findall(README.read_text())
+    assert len(quoted) >= 2, "the README quotes the verdict and the packages' figures"
+    for page, table in quoted:
+        assert table in (ROOT / page).read_text(), f"the README's table from {page} differs from it"
+
+
 @pytest.mark.parametrize("text, problem", [
     ("[a](no-such-page.md)", "link to missing no-such-page.md"),
     ("[a](#no-such-heading)\n\n# A heading", "no heading for #no-such-heading"),
