@@ -176,7 +176,7 @@ def fine_tune(model, tokenizer, train, dev_set, cfg, progress=True, checkpoint: 
     saved = accelerated.from_main(accelerator, training_loop.load_checkpoint(checkpoint))
     saved = _resumable(saved, per_step, total, log)
     eval_every = max(1, steps_per_epoch // max(1, cfg.get("evals_per_epoch", 1)))
-    plan = training_loop.Plan(total, eval_every, cfg["patience"], min_steps=min(cfg.get("min_steps", 0), total))
+    plan = training_loop.Plan(total, eval_every, cfg["patience"], min_steps=earliest_stop(total, cfg))
     outcome = training_loop.train(job, plan, rng, desc="teacher", progress=progress, leave=True,
                                   checkpoint=checkpoint, resume=saved, log=log,
                                   agree=lambda stop: accelerated.from_main(accelerator, stop))   # one decision for all
@@ -194,6 +194,12 @@ def plateau_steps(steps_per_epoch: int, cfg: dict) -> int:
     than `max_steps` when set. Early stopping ends it sooner once the dev score stops improving."""
     total = max(steps_per_epoch * cfg["epochs"], cfg.get("min_steps", 0))   # a hand-made cfg may leave both out
     return min(total, cfg["max_steps"]) if cfg.get("max_steps") else total
+
+
+def earliest_stop(total: int, cfg: dict) -> int:
+    """The step before which early stopping may not end the fine-tune: `min_steps`, or half the schedule when that
+    is sooner (on small data the schedule is `min_steps` long, and its second half is there if dev still rises)."""
+    return min(cfg.get("min_steps", 0), total // 2)
 
 
 def _resumable(saved: dict | None, per_step: int, total: int, log) -> dict | None:

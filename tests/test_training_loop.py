@@ -83,6 +83,14 @@ def test_the_fine_tune_length_is_epochs_or_min_steps_on_small_data_capped_by_max
     assert plateau_steps(114, {"epochs": 4, "min_steps": 600, "max_steps": 60}) == 60        # a hard cap
 
 
+def test_early_stopping_may_end_a_fine_tune_after_min_steps_or_half_its_schedule():
+    from distill.teacher import earliest_stop
+    assert earliest_stop(957, {"min_steps": 600}) == 478     # MR: half of its three epochs comes first
+    assert earliest_stop(1914, {"min_steps": 600}) == 600    # a longer schedule: min_steps
+    assert earliest_stop(600, {"min_steps": 600}) == 300     # small data, whose schedule is min_steps long
+    assert earliest_stop(60, {}) == 0                        # a hand-made cfg without min_steps: any evaluation
+
+
 def test_a_run_resumed_from_its_checkpoint_steps_on_the_same_batches(tmp_path, monkeypatch):
     plan, scores = loop.Plan(total=12, eval_every=5, patience=9), [0.1, 0.2, 0.3]
     whole = Counting(scores)
