@@ -18,8 +18,8 @@ from .results import metric_name, scored
 SPEEDUPS = (2, 5, 15, 50, 150, 500)
 DISTILLED_MODES = ("distilled", "augmented", "annealed")   # trained on the teacher's logits
 HARD_MODE = "baseline"                                      # trained on gold labels only
-WHAT_TO_TRY = ("Train the teacher longer (teacher.epochs, teacher.max_steps), try a larger teacher (teacher.model), "
-               "or ship the hard-label student")
+WHAT_TO_TRY = ("Train the teacher longer (teacher.epochs, teacher.min_steps, teacher.max_steps), try a larger teacher "
+               "(teacher.model), or ship the hard-label student")
 
 
 def training(model: str) -> str | None:
