@@ -26,14 +26,15 @@ import time
 import numpy as np
 import pandas as pd
 
+from . import assistant, assistant_comparison, stages
 from . import data as datasets
-from . import stages
 from . import students as student_zoo
 from .atomic import atomic_path, write_text
 from .errors import UserError, one_line_errors
 from .metrics import bootstrap_ci, count_params, evaluate
 from .pipeline import Run, logits_of
 from .students.soft import softmax
+from .transfer import labelled_by
 
 VARIANTS = {"hard": "baseline", "soft": "distilled", "soft+aug": "augmented", "soft+aug+anneal": "annealed"}
 # score, score_low, score_high: the run's metric (named in `metric`) and its CI, as in accuracy.csv and results.csv;
@@ -80,7 +81,10 @@ def build_all(run: Run) -> None:
     """Every stage the ablation reads, each cached: data, teacher, soft labels, hard and soft students, the
     transfer set, and the students trained on it (the stage graph, distill/stages.py)."""
     modes = {name: [VARIANTS[v] for v in variants_of(run.cfg, name)] for name in ablation_students(run.cfg)}
-    stages.build_all(run, stages.plan(modes, mix=fixed_mix_logits), then="ablation on the test split")
+    planned = stages.plan(modes, mix=fixed_mix_logits, assistants=assistant.candidates(run.cfg))
+    if assistant_comparison.wanted(run.cfg):   # the teacher assistant's labels against the teacher's
+        planned.append(stages.ASSISTANT_COMPARISON)
+    stages.build_all(run, planned, then="ablation on the test split")
 
 
 def ablation_table(run: Run) -> pd.DataFrame:
@@ -117,8 +121,9 @@ def markdown(run: Run, table: pd.DataFrame, command: str) -> str:
              f"Data `{run.cfg['data']['name']}`, {len(gold):,} test examples; teacher `{run.cfg['teacher']['model']}` "
              f"{metric.spec} {teacher['score']:.4f} [{teacher['score_low']:.4f}, {teacher['score_high']:.4f}].",
              f"Transfer set: {transfer['rows']:,} texts ({transfer['augmented']:,} augmented, "
-             f"{transfer['unlabelled']:,} unlabelled), labelled by the teacher in {transfer['label_seconds']:.0f}s "
-             f"({transfer['texts_per_second']:.0f} texts/s).",
+             f"{transfer['unlabelled']:,} unlabelled), labelled by {labelled_by(transfer)} in "
+             f"{transfer['label_seconds']:.0f}s ({transfer['texts_per_second']:.0f} texts/s).",
+             *assistant_lines(run),
              f"Made by `{command}`. Test {metric.spec} [bootstrap 95% CI]:", "",
              "| student | " + " | ".join(VARIANTS) + " |", "|---" * (len(VARIANTS) + 1) + "|"]
     for name, rows in table.groupby("student", sort=False):
@@ -137,10 +142,20 @@ def markdown(run: Run, table: pd.DataFrame, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def assistant_lines(run: Run) -> list[str]:
+    """The teacher assistant's paired comparison, when it was built."""
+    if not assistant_comparison.wanted(run.cfg):
+        return []
+    info = run.stage_info(stages.ASSISTANT_COMPARISON.name)
+    return [f"Teacher assistant's labels vs the teacher's: {assistant_comparison.sentence(info)}."]
+
+
 def run_ablation(run: Run, command: str = "python -m distill.ablation") -> pd.DataFrame:
     build_all(run)
     table = ablation_table(run)
     run.reports.mkdir(parents=True, exist_ok=True)
+    if assistant.enabled(run.cfg):
+        assistant_comparison.write_report(run)
     with atomic_path(run.reports / "ablation.csv") as path:
         table.to_csv(path, index=False, float_format="%.4f")
     write_text(run.reports / "ablation.md", markdown(run, table, command))

@@ -48,6 +48,9 @@ TEACHER = FAMILIES[TEACHER_FAMILY]   # the labeller's candidates are the teacher
 # student trained on them by a point (the full profile: ORT 19 vs PyTorch 21 texts/s picked PyTorch on a rerun).
 TORCH_MARGIN = 1.25
 ENGINE_KEYS = ("engine", "shard_size", "actors")   # where the logits are computed: not in the labeller's key
+# The teacher assistant's settings (distill/assistant.py) choose who labels the transfer set, not the teacher's form.
+ASSISTANT_KEYS = ("assistant", "assistant_agreement", "assistant_tolerance", "assistant_compare",
+                  "assistant_compare_student")
 
 
 def settings(cfg: dict) -> dict:
@@ -133,23 +136,37 @@ def _trial(backend: Backend, teacher_dir: Path, directory: Path, sample: list[st
     """Export the teacher to `backend` in `directory`, time its logits on `sample` and compare them with PyTorch's
     (`reference`). It passes when its backend's drift rule (the one bench validates it by) does not find it broken
     and its mean |Δlogit| is within labelling.tolerance, how far the user lets soft labels move."""
+    logits, rate, export_seconds = export_and_time(backend, teacher_dir, directory, sample, max_length,
+                                                   c["batch_size"])
+    trial = {"backend": backend.name, "texts_per_second": round(rate, 1), **compare(logits, reference),
+             "export_seconds": round(export_seconds, 1)}
+    trial["drift"] = backend.verdict(trial["max_prob_diff"], trial["agreement"])
+    trial["passed"] = bool(trial["drift"] != BROKEN and trial["mean_abs_diff"] <= c["tolerance"])
+    return trial
+
+
+def export_and_time(backend: Backend, source, directory: Path, sample: list[str], max_length: int,
+                    batch_size: int) -> tuple[np.ndarray, float, float]:
+    """Export `source` (the teacher's directory, or a fitted transformer student) to `backend` in `directory` and
+    time its logits on `sample` after a warm-up. Returns (logits, texts/s, seconds the export took)."""
     from .teacher_onnx import quiet_exporters
     directory.mkdir(parents=True)
     started = time.time()
     with quiet_exporters():
-        backend.export(teacher_dir, directory, sample)
+        backend.export(source, directory, sample)
     export_seconds = time.time() - started
     runner = backend.logits(directory)
-    runner(sample[:8], max_length, c["batch_size"])  # session warm-up
-    logits, rate = _timed(lambda t: runner(t, max_length, c["batch_size"]), sample)
+    runner(sample[:8], max_length, batch_size)  # session warm-up
+    logits, rate = _timed(lambda t: runner(t, max_length, batch_size), sample)
+    return logits, rate, export_seconds
+
+
+def compare(logits: np.ndarray, reference: np.ndarray) -> dict:
+    """How far `logits` are from `reference` on the same texts: mean and max |Δlogit|, argmax agreement, max |Δp|."""
     diff = np.abs(logits - reference)
-    agreement = float(np.mean(logits.argmax(1) == reference.argmax(1)))
-    max_prob_diff = float(np.abs(softmax(logits) - softmax(reference)).max())
-    trial = {"backend": backend.name, "texts_per_second": round(rate, 1), "mean_abs_diff": float(diff.mean()),
-             "max_abs_diff": float(diff.max()), "agreement": agreement, "export_seconds": round(export_seconds, 1),
-             "max_prob_diff": max_prob_diff, "drift": backend.verdict(max_prob_diff, agreement)}
-    trial["passed"] = bool(trial["drift"] != BROKEN and trial["mean_abs_diff"] <= c["tolerance"])
-    return trial
+    return {"mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max()),
+            "agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+            "max_prob_diff": float(np.abs(softmax(logits) - softmax(reference)).max())}
 
 
 def pick(trials: list[dict]) -> dict:
@@ -162,8 +179,9 @@ def pick(trials: list[dict]) -> dict:
 
 
 def labeller_inputs(run) -> dict:
-    """What the `labeller` stage's key hashes: this section but where the logits are computed, and the teacher."""
-    keyed = {k: v for k, v in run.cfg["labelling"].items() if k not in ENGINE_KEYS}
+    """What the `labeller` stage's key hashes: this section but where the logits are computed and the teacher
+    assistant's keys, and the teacher."""
+    keyed = {k: v for k, v in run.cfg["labelling"].items() if k not in ENGINE_KEYS + ASSISTANT_KEYS}
     return {"labelling": keyed, "teacher": run.key("teacher")}
 
 

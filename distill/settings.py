@@ -91,6 +91,22 @@ def labelling_backend(value: str) -> str:
     return value
 
 
+def assistant_model(value: str) -> str:
+    """The teacher assistant (distill/assistant.py): "" (none), "auto", or a transformer-family student trained on
+    the split, by its model id (`transformer-distilled`): one trained on the transfer set cannot label it."""
+    from .families.registry import TEACHER_FAMILY
+    if value in ("", "auto"):
+        return value
+    name, _, mode = value.rpartition("-")
+    registry = _students().REGISTRY
+    if getattr(registry.get(name), "family", None) != TEACHER_FAMILY or mode not in ("baseline", "distilled"):
+        names = [n for n, cls in registry.items() if getattr(cls, "family", None) == TEACHER_FAMILY]
+        raise PydanticCustomError("user", "labelling.assistant must be \"\", \"auto\" or a transformer student "
+                                  "trained on the split ({choices}), not '{value}'",
+                                  {"choices": ", ".join(f"{n}-distilled" for n in names), "value": value})
+    return value
+
+
 class Labelling(Section):
     backend: Annotated[str, AfterValidator(labelling_backend)]
     tolerance: NonNegative
@@ -99,6 +115,16 @@ class Labelling(Section):
     engine: Literal[ENGINES]
     shard_size: AtLeastOne
     actors: Count
+    assistant: Annotated[str, AfterValidator(assistant_model)]
+    assistant_agreement: Fraction
+    assistant_tolerance: NonNegative
+    assistant_compare: Count
+    assistant_compare_student: str
+
+    @field_validator("assistant_compare_student")
+    @classmethod
+    def registered(cls, name, info):
+        return _registered([name], "labelling", info.field_name)[0]
 
 
 class Transfer(Section):

@@ -1,7 +1,7 @@
 """The stage graph: every stage of a run, declared once with what its key hashes and how it is built.
 
     data -> teacher -> labeller -> soft_labels -> students/<student>-<baseline|distilled> -> evaluation
-                                             \\-> transfer -> students/<student>-<augmented|annealed>
+                                             \\-> [assistant ->] transfer -> students/<student>-<augmented|annealed>
 
 A stage's `inputs(run)` are its settings and the keys of the stages it reads, so changing anything upstream rebuilds
 it and everything downstream (distill/store.py keeps them). `mbtb distill` builds the spine and its evaluation
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from . import evaluation, labelling, transfer, upstream
+from . import assistant, assistant_comparison, evaluation, labelling, transfer, upstream
 from . import students as student_zoo
-from .catalogue import MODES, TRANSFER_MODES
+from .catalogue import MODES, TRANSFER_MODES, parse_model_id
 from .errors import UserError
 from .student_stage import build_student, student_inputs
 
@@ -35,6 +35,11 @@ DATA = Stage("data", "data", upstream.data_inputs, upstream.build_data, upstream
 TEACHER = Stage("teacher", "teacher", upstream.teacher_inputs, upstream.build_teacher, upstream.teacher_done)
 LABELLER = Stage("labeller", "labeller", labelling.labeller_inputs, labelling.build_labeller, labelling.labeller_done)
 SOFT_LABELS = Stage("soft_labels", "soft labels", upstream.soft_labels_inputs, upstream.build_soft_labels)
+ASSISTANT = Stage("assistant", "teacher assistant", assistant.assistant_inputs, assistant.build_assistant,
+                  assistant.assistant_done)
+ASSISTANT_COMPARISON = Stage("assistant_comparison", "teacher assistant's labels vs the teacher's",
+                             assistant_comparison.comparison_inputs, assistant_comparison.build_comparison,
+                             assistant_comparison.comparison_done)
 TRANSFER = Stage("transfer", "transfer set", transfer.transfer_inputs, transfer.build_transfer, transfer.transfer_done)
 EVALUATION = Stage("evaluation", "evaluation on the test split", evaluation.evaluation_inputs,
                    evaluation.build_evaluation, evaluation.evaluation_done)
@@ -46,17 +51,28 @@ def student(name: str, mode: str, mix=None) -> Stage:
                  partial(build_student, mix=mix))
 
 
-def plan(students: dict[str, list[str]], mix=None) -> list[Stage]:
+def plan(students: dict[str, list[str]], mix=None, assistants: list[str] | None = None) -> list[Stage]:
     """The stages that make `students` (name -> its training modes), in build order: the upstream stages, mode by
-    mode the students trained on the split, then the transfer set and the students trained on it."""
+    mode the students trained on the split, then the transfer set and the students trained on it. `assistants`:
+    the teacher assistant's candidates (distill/assistant.py), checked before the transfer set; None: no assistant."""
     modes = list(dict.fromkeys(mode for wanted in students.values() for mode in wanted))
     modes = [m for m in modes if m not in TRANSFER_MODES] + [m for m in modes if m in TRANSFER_MODES]
     stages = [DATA, TEACHER, LABELLER, SOFT_LABELS]
     for mode in modes:
         if mode in TRANSFER_MODES and TRANSFER not in stages:
+            stages += assistant_stages(stages, assistants)
             stages.append(TRANSFER)
         stages += [student(name, mode, mix) for name, wanted in students.items() if mode in wanted]
     return stages
+
+
+def assistant_stages(planned: list[Stage], assistants: list[str] | None) -> list[Stage]:
+    """The candidate students not yet in `planned`, then the `assistant` stage that checks them."""
+    if assistants is None:
+        return []
+    names = {stage.name for stage in planned}
+    missing = [parse_model_id(m) for m in assistants if f"students/{m}" not in names]
+    return [student(m.student, m.mode) for m in missing] + [ASSISTANT]
 
 
 def spine(run) -> list[Stage]:

@@ -4,7 +4,9 @@ A cached stage, artifacts/<profile>/transfer/transfer.parquet (columns text, sou
 slow part, so it runs in chunks that are saved as they finish under artifacts/<profile>/.transfer.partial/; an
 interrupted build resumes from there and loses at most the chunk in flight (distill/chunked_labelling.py). The
 partial files are removed once the stage is complete. With `[labelling] engine = "ray"` the same directory holds
-Ray's finished shards instead (distill/ray_labelling.py); `labelling.label_texts` chooses.
+Ray's finished shards instead (distill/ray_labelling.py); `labelling.label_texts` chooses. With `[labelling]
+assistant` set, the accepted teacher assistant labels it (distill/assistant.py); `labelled_by` in the stage info says
+who did.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import augment, labelling
+from . import assistant, augment, labelling
 from .config import fingerprint
 from .errors import UserError
 from .store import source_stamp
@@ -73,8 +75,11 @@ def transfer_inputs(run) -> dict:
     """What the `transfer` stage's key hashes (its settings are checked first, cached or not)."""
     c = run.cfg["transfer"]
     augment.check_probabilities(c["p_mask"], c["p_sub"], c["p_ng"], c["max_ngram"], c["n_iter"])
-    return {"transfer": c, "teacher": run.key("teacher"), "labeller": run.key("labeller"), "data": run.key("data"),
-            "unlabelled": source_stamp(c["unlabelled"])}
+    inputs = {"transfer": c, "teacher": run.key("teacher"), "labeller": run.key("labeller"), "data": run.key("data"),
+              "unlabelled": source_stamp(c["unlabelled"])}
+    if assistant.enabled(run.cfg):   # only then: the key of a run without an assistant stays what it was
+        inputs["assistant"] = run.key("assistant")
+    return inputs
 
 
 def build_transfer(run, tmp, inputs) -> dict:
@@ -85,7 +90,8 @@ def build_transfer(run, tmp, inputs) -> dict:
     frame = transfer_texts(run.split(), c, tokenizer.mask_token or tokenizer.unk_token or "[MASK]",
                            run.cfg["data"].get("text_col", "text"))
     augment_seconds = time.time() - started
-    labelled = labelling.label_texts(run, run.labeller(), frame["text"].tolist(), "transfer", fingerprint(inputs),
+    label, labelled_by, source = labeller_of(run)
+    labelled = labelling.label_texts(run, label, frame["text"].tolist(), "transfer", fingerprint(inputs),
                                      c["chunk_size"])
     for k in range(labelled.logits.shape[1]):
         frame[f"logit_{k}"] = labelled.logits[:, k]
@@ -96,9 +102,29 @@ def build_transfer(run, tmp, inputs) -> dict:
             "unlabelled": int(counts.get("unlabelled", 0)), "augment_seconds": round(augment_seconds, 2),
             "label_seconds": round(labelled.seconds, 2),
             "texts_per_second": round(len(frame) / max(labelled.seconds, 1e-9), 1), "chunks_reused": labelled.reused,
-            "engine": engine, "logits_source": run.logits_source() + (" on Ray Data" if engine == "ray" else "")}
+            "engine": engine, "logits_source": source + (" on Ray Data" if engine == "ray" else ""),
+            "labelled_by": labelled_by}
+
+
+def labeller_of(run):
+    """(label, labelled_by, logits source in words): the accepted teacher assistant, else the teacher's labeller."""
+    label = assistant.labeller(run)
+    if label is not None:
+        chosen = run.stage_info("assistant")["chosen"]
+        return label, {"model": chosen["model"], "backend": chosen["backend"]}, assistant.source_line(
+            run.stage_info("assistant"))
+    label = run.labeller()
+    return label, {"model": "teacher", "backend": label.backend}, run.logits_source()
+
+
+def labelled_by(info: dict) -> str:
+    """Who labelled the transfer set, in words (a transfer set built before `labelled_by` was recorded: the
+    teacher)."""
+    who = info.get("labelled_by", {"model": "teacher"})
+    return "the teacher" if who["model"] == "teacher" else f"the teacher assistant {who['model']} ({who['backend']})"
 
 
 def transfer_done(run, info) -> None:
     run.log(f"  transfer: {info['rows']:,} texts ({info['augmented']:,} augmented, {info['unlabelled']:,} "
-            f"unlabelled), labelled in {info['label_seconds']:.0f}s ({info['texts_per_second']:.0f} texts/s)")
+            f"unlabelled), labelled by {labelled_by(info)} in {info['label_seconds']:.0f}s "
+            f"({info['texts_per_second']:.0f} texts/s)")
