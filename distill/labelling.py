@@ -21,6 +21,9 @@ info).
 `engine` says where that backend runs, not what it computes, so it is not part of the `labeller` stage's key: "local"
 labels in this process; "ray" hands the texts to a pool of replicas on a Ray cluster (Ray Data), resumable shard by
 shard; it needs `pip install .[scale]`.
+
+The `assistant*` keys choose a teacher assistant, a student that labels the transfer set in the teacher's place
+(distill/assistant.py); they are not part of the `labeller` stage's key either.
 """
 from __future__ import annotations
 
