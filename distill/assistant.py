@@ -73,7 +73,7 @@ def build_assistant(run, tmp, inputs) -> dict:
     if not sample:
         raise UserError("the dev split is empty, so the teacher assistant cannot be checked; give more data")
     teacher = run.labeller()
-    teacher_rate = timed(lambda texts: teacher(texts), sample)[1]
+    teacher_rate = timed(teacher, sample)[1]
     trials = []
     for model_id in candidates(run.cfg):
         estimator = run.student(model_id)

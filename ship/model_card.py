@@ -12,6 +12,7 @@ from distill.catalogue import TRAINED_ON, TRANSFER_MODES, parse_model_id
 from distill.families import FAMILIES
 from distill.families.manifest import Manifest, read_manifest
 from distill.pipeline import Run
+from distill.transfer import labelled_by
 
 from .parts import needed_libraries
 from .runtime.predict import MANIFEST
@@ -174,7 +175,8 @@ def recipe(run: Run, model: str) -> list[str]:
     if mode in TRANSFER_MODES:
         t = run.cfg["transfer"]
         lines.append(f"transfer set: each training text augmented {t['n_iter']}x (mask p={t['p_mask']}, GloVe "
-                     f"substitution p={t['p_sub']}, n-gram sampling p={t['p_ng']}), labelled by the teacher")
+                     f"substitution p={t['p_sub']}, n-gram sampling p={t['p_ng']}), labelled by "
+                     f"{labelled_by(run.stage_info('transfer'))}")
     if mode == "annealed":
         lines.append("teacher annealing: the target slides from the teacher's logits to the gold label")
     return lines

@@ -58,6 +58,8 @@ def test_a_passing_assistant_labels_the_transfer_set_and_says_so(assisted):
     assert np.allclose(logits, assistant.labeller(assisted)(sample), atol=atol)
     assert np.abs(logits - assisted.labeller()(sample)).mean() > 0.01   # not the teacher's logits
     assert "labelled by the teacher assistant transformer-distilled" in (assisted.reports / "ablation.md").read_text()
+    from ship.model_card import recipe
+    assert "labelled by the teacher assistant transformer-distilled" in recipe(assisted, "nb-augmented")[-1]
 
 
 def test_the_keys_change_with_the_assistant_and_not_otherwise(assisted, tmp_path):
