@@ -76,7 +76,7 @@ def run(tmp_path_factory, teacher_dir, base_dir) -> Run:
         'students.small_encoder.layer_choice="uniform"'])
     run = Run("students", cfg, root / "artifacts", root / "reports", progress=False, log=lambda *_: None)
     run.all()
-    export_all(run, log=lambda *_: None, progress=False)
+    export_all(run, [f"{name}-distilled" for name in STUDENTS], log=lambda *_: None, progress=False)
     return run
 
 
