@@ -123,6 +123,7 @@ def test_the_pretrained_student_is_its_base_cut_under_a_fresh_head(run, teacher_
                                          source["bert.encoder.layer.2.output.dense.weight"])
     word = "bert.embeddings.word_embeddings.weight"
     assert torch.equal(copied[word], source[word])
+    assert torch.equal(student.module_.state_dict()[word], source[word])   # trained with them frozen
     assert not torch.equal(copied["classifier.weight"], source["classifier.weight"])
 
 
