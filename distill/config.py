@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from . import settings
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .settings_errors import UNSET, Override, user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -93,7 +93,9 @@ def _table(cfg: dict, path: list[str], dotted: str) -> dict:
         if key not in node and settings.model_at(path[:depth + 1]) is not None:
             node[key] = {}
         if not isinstance(node.get(key), dict):
-            raise UserError(f"--set {dotted}: no section {key!r} in the profile")
+            parent = settings.model_at(path[:depth])
+            hint = did_you_mean(key, parent.model_fields) if parent is not None else ""
+            raise UserError(f"--set {dotted}: no section {key!r} in the profile{hint}")
         node = node[key]
     return node
 

@@ -210,11 +210,13 @@ def _param_types() -> dict:
     """Types of student parameters by name, for those whose default does not say enough (None) or whose range is
     narrower than "0 or more"; the same name means the same thing in every student."""
     from .losses import LOSSES   # torch, too: imported when first needed, as `_students`
+    from .students.transformer import INITS, LAYER_CHOICES
     positive = {"C", "lr", "temperature"}
     positive_int = {"hidden", "max_length", "epochs", "batch_size", "pca_dims", "max_features", "max_iter"}
     fractions = {"dropout", "warmup", "weight_decay"}
     return {**{k: Positive for k in positive}, **{k: PositiveInt for k in positive_int},
-            **{k: Fraction for k in fractions}, "loss": Literal[LOSSES]}
+            **{k: Fraction for k in fractions}, "loss": Literal[LOSSES], "init": Literal[INITS],
+            "layer_choice": Literal[LAYER_CHOICES]}
 
 
 def param_type(name: str, default) -> Any:

@@ -32,6 +32,9 @@ def student_inputs(run, name: str, mode: str) -> dict:
         inputs["transfer"] = run.key("transfer")
     if student_zoo.needs_teacher(name, params):
         inputs["teacher"] = run.key("teacher")
+    files = student_zoo.outside_files(name, params)
+    if files:   # only then, so the keys of students that read no outside file stay what they were
+        inputs["files"] = files
     return inputs
 
 

@@ -39,6 +39,8 @@ TINY_OVERRIDES = [
     "students.bilstm.hidden=16",
     "eval.bootstrap=200",
     'labelling.backend="torch"',   # tiny_run and tests/test_labelling.py take the ONNX path
+    # smoke's other transformer students start from the real MiniLM; tests/test_transformer_students.py has tiny ones
+    'ablation.students=["tfidf_lr", "tfidf_ridge", "nb", "bilstm", "static", "transformer"]',
 ]
 
 

@@ -8,8 +8,17 @@ Each student class declares what callers need to know about it, instead of calle
   `teacher` parameter; transformer, static, the BiLSTM with the teacher's embeddings); absent means never;
 - `fit_extras`: the keyword arguments its `fit` takes beyond (X, y): `hard_labels` (gold labels beside the teacher's
   logits, for `loss="mix"` and annealing) and `eval_set` (the dev split, for early stopping); absent means none.
+- `outside_files(params)`: stamps of files outside the run it reads (a local pretrained `base`), which join its
+  stage key; absent means none.
 The torch students share one training loop (torch_student.py:TorchStudent). Adding a student is one new file plus
 one line in REGISTRY: docs/add-a-student.md.
+
+One class may sit under several names, each its own student with its own [students.<name>] and [ablation.<name>]
+tables, stage keys and models: `transformer`, `transformer_small` and `small_encoder` are all TransformerClassifier,
+told apart by the values configs/default.toml gives their tables (a deeper and a shallower cut of the teacher, a
+pretrained MiniLM-L6). Another depth is one more line here, `"transformer_half": TransformerClassifier`, and its
+table in configs/default.toml, `[students.transformer_half]` with `layers = 6` (DistilBERT's half of a 12-layer
+teacher); list it in `[students] names` or `[ablation] students` to train it.
 """
 from ..errors import UserError, did_you_mean
 from .bilstm import BiLSTMClassifier
@@ -24,6 +33,8 @@ REGISTRY = {
     "nb": TfidfNaiveBayes,
     "bilstm": BiLSTMClassifier,
     "transformer": TransformerClassifier,
+    "transformer_small": TransformerClassifier,
+    "small_encoder": TransformerClassifier,
     "born_again": BornAgainClassifier,
     "static": StaticEmbeddingClassifier,
 }
@@ -54,6 +65,13 @@ def needs_teacher(name: str, params: dict | None = None) -> bool:
     return bool(uses_teacher and uses_teacher(params or {}))
 
 
-__all__ = ["REGISTRY", "RUN_PARAMS", "build", "needs_teacher", "BiLSTMClassifier", "AveragingEnsemble",
+def outside_files(name: str, params: dict) -> list | None:
+    """Stamps of the files outside the run that the student, with these parameters, reads (its class's
+    `outside_files(params)`: a local pretrained base's); None when there are none."""
+    files = getattr(REGISTRY.get(name), "outside_files", None)
+    return files(params) if files else None
+
+
+__all__ = ["REGISTRY", "RUN_PARAMS", "build", "needs_teacher", "outside_files", "BiLSTMClassifier", "AveragingEnsemble",
            "BornAgainClassifier", "StaticEmbeddingClassifier", "TfidfLogisticRegression", "TfidfNaiveBayes",
            "TfidfRidge", "TransformerClassifier"]

@@ -1,9 +1,11 @@
 """A small transformer student: the teacher's architecture cut to a few layers and initialised from the teacher's
-own layers (DistilBERT, Sanh et al. 2019), or a BERT-tiny-shaped model trained from scratch; plus the born-again
-student (Furlanello et al. 2018), which keeps all of the teacher's layers.
+own layers (DistilBERT, Sanh et al. 2019), a BERT-tiny-shaped model trained from scratch, or a pretrained small
+encoder (`base`, e.g. MiniLM-L6 learning from mpnet) with a fresh head; plus the born-again student (Furlanello et
+al. 2018), which keeps all of the teacher's layers.
 
-It reads text with the teacher's tokenizer, so the teacher's directory (`teacher`) is needed for `fit` only; the
-fitted estimator holds its own model and tokenizer and pickles with joblib like every other student.
+It reads text with the teacher's tokenizer, or the base's own when it starts from one; the teacher's directory
+(`teacher`) is needed for `fit` only. The fitted estimator holds its own model and tokenizer and pickles with joblib
+like every other student.
 """
 from __future__ import annotations
 
@@ -18,19 +20,21 @@ from ..batching import length_batches
 from ..errors import UserError
 from ..losses import student_loss
 from ..training_loop import device
+from .pretrained_base import base_files, check_same_tokens, load_base
 from .torch_student import TorchStudent, student_parameters
 
-INITS = ("teacher", "scratch", "fresh")
+INITS = ("teacher", "scratch", "fresh", "pretrained")
+COPIED = ("teacher", "pretrained")   # inits whose word embeddings are trained already
 LAYER_CHOICES = ("bottom", "uniform")
 BERT_TINY = {"hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512}  # Turc et al. 2019
 LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")
 
 
-def teacher_layer_ids(teacher_layers: int, layers: int, choice: str) -> list[int]:
+def teacher_layer_ids(teacher_layers: int, layers: int, choice: str, source: str = "teacher") -> list[int]:
     """Which teacher layers the student's layers copy: the lowest ones (`bottom`), or every (L/k)-th from the first
-    (`uniform`; DistilBERT's every other layer when k = L/2)."""
+    (`uniform`; DistilBERT's every other layer when k = L/2). `source` names the model cut in the error."""
     if not 1 <= layers <= teacher_layers:
-        raise UserError(f"a student of {layers} layers cannot be cut from a {teacher_layers}-layer teacher; "
+        raise UserError(f"a student of {layers} layers cannot be cut from a {teacher_layers}-layer {source}; "
                         f"choose layers between 1 and {teacher_layers} (0 = all)")
     if choice == "bottom":
         return list(range(layers))
@@ -39,12 +43,17 @@ def teacher_layer_ids(teacher_layers: int, layers: int, choice: str) -> list[int
     raise UserError(f"unknown layer_choice {choice!r}; choose from {', '.join(LAYER_CHOICES)}")
 
 
-def copy_teacher_layers(teacher, student, layer_ids: list[int]) -> None:
-    """Load the teacher's embeddings, the chosen encoder layers and the pooler/classifier into `student`."""
+def copy_teacher_layers(teacher, student, layer_ids: list[int], encoder_only: bool = False) -> None:
+    """Load the teacher's embeddings, the chosen encoder layers and the pooler/classifier into `student`; with
+    `encoder_only`, only what lies under the base model (the head stays as `student` has it)."""
     source = teacher.state_dict()
     target = student.state_dict()
+    prefix = student.base_model_prefix + "."
     loaded = {}
     for name, value in target.items():
+        if encoder_only and not name.startswith(prefix):
+            loaded[name] = value
+            continue
         match = LAYER_KEY.search(name)
         origin = name
         if match:
@@ -53,30 +62,44 @@ def copy_teacher_layers(teacher, student, layer_ids: list[int]) -> None:
     student.load_state_dict(loaded)
 
 
-def initial_model(teacher_model, tokenizer, layers: int, init: str = "teacher", layer_choice: str = "uniform"):
-    """The student network before training, and the teacher layers it copies (None for `scratch`).
+def initial_model(teacher_model, tokenizer, layers: int, init: str = "teacher", layer_choice: str = "uniform",
+                  base_model=None):
+    """The student network before training, and the teacher (or base) layers it copies (None for `scratch`).
 
     `teacher`: the teacher's configuration cut to `layers` layers (0 = all), with the teacher's embeddings, the
     layers picked by `layer_choice`, pooler and classifier copied in. `fresh`: the same shape, random weights.
     `scratch`: BERT-tiny's shape (128 wide, 2 heads, 512 feed-forward) with `layers` layers, random weights.
+    `pretrained`: `base_model` cut the same way, its encoder copied in, a fresh head for the teacher's classes.
     """
-    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification
 
     if init not in INITS:
         raise UserError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
     teacher_cfg = teacher_model.config
-    layers = layers or teacher_cfg.num_hidden_layers
     if init == "scratch":
-        cfg = BertConfig(vocab_size=len(tokenizer), num_hidden_layers=layers,
+        cfg = BertConfig(vocab_size=len(tokenizer), num_hidden_layers=layers or teacher_cfg.num_hidden_layers,
                          max_position_embeddings=getattr(teacher_cfg, "max_position_embeddings", 512),
                          pad_token_id=tokenizer.pad_token_id or 0, num_labels=teacher_cfg.num_labels, **BERT_TINY)
         return BertForSequenceClassification(cfg), None
-    layer_ids = teacher_layer_ids(teacher_cfg.num_hidden_layers, layers, layer_choice)
-    cfg = copy.deepcopy(teacher_cfg)
-    cfg.num_hidden_layers = layers
+    if init == "pretrained":
+        return cut_model(base_model, layers, layer_choice, labels_from=teacher_cfg)
+    return cut_model(teacher_model, layers, layer_choice, copy_weights=init == "teacher")
+
+
+def cut_model(source, layers: int, choice: str, copy_weights: bool = True, labels_from=None):
+    """(`source`'s configuration cut to `layers` layers (0 = all), the source layers it copies). With `labels_from`
+    (a config), the classes are that config's and only the encoder is copied: the head starts afresh."""
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = copy.deepcopy(source.config)
+    layer_ids = teacher_layer_ids(cfg.num_hidden_layers, layers or cfg.num_hidden_layers, choice,
+                                  "teacher" if labels_from is None else "base")
+    cfg.num_hidden_layers = len(layer_ids)
+    if labels_from is not None:
+        cfg.id2label, cfg.label2id = dict(labels_from.id2label), dict(labels_from.label2id)
     module = AutoModelForSequenceClassification.from_config(cfg)
-    if init == "teacher":
-        copy_teacher_layers(teacher_model, module, layer_ids)
+    if copy_weights:
+        copy_teacher_layers(source, module, layer_ids, encoder_only=labels_from is not None)
     return module, layer_ids
 
 
@@ -93,11 +116,13 @@ class TransformerClassifier(TorchStudent):
 
     init: `teacher` copies the teacher's embeddings and layers chosen by `layer_choice` (0 layers = all of them);
     `scratch` is a random BERT-tiny shape (128 wide, 2 heads) with `layers` layers; `fresh` is the teacher's own
-    shape with random weights. `freeze_word_embeddings` keeps word embeddings copied from the teacher fixed: they
-    are most of a small student's weights (30k x 384 for MiniLM), and updating them every step costs more CPU time
-    than the layers themselves while the teacher's are already good. `hidden_weight` > 0 adds the mean squared
-    error between the student's hidden states and the teacher's (through a learned projection when the widths
-    differ); it runs the teacher on every batch.
+    shape with random weights; `pretrained` is the encoder `base` (an alias, a Hugging Face id or a local model
+    dir), its own tokenizer and width, cut like the teacher, under a fresh head for the teacher's classes.
+    `freeze_word_embeddings` keeps word embeddings copied from the teacher (or base) fixed: they are most of a small
+    student's weights (30k x 384 for MiniLM), and updating them every step costs more CPU time than the layers
+    themselves while the copied ones are already good. `hidden_weight` > 0 adds the mean squared error between the
+    student's hidden states and the teacher's (through a learned projection when the widths differ); it runs the
+    teacher on every batch, on the student's tokens, so a base must tokenize as the teacher does.
     """
 
     family = "transformer"
@@ -105,12 +130,19 @@ class TransformerClassifier(TorchStudent):
 
     @staticmethod
     def uses_teacher(params: dict) -> bool:
-        """Initialised from the teacher (its layers, or its shape with `init="fresh"`), whatever the parameters."""
+        """Built from the teacher (its layers, its shape with `init="fresh"`, or its classes and hidden states under
+        a pretrained base), whatever the parameters."""
         return True
+
+    @staticmethod
+    def outside_files(params: dict) -> list | None:
+        """The files of a local `base` directory, which the stage key stamps (pretrained_base.base_files)."""
+        return base_files(params.get("base", ""))
 
     teacher: str | None = None
     layers: int = 3
     init: str = "teacher"
+    base: str = ""
     layer_choice: str = "uniform"
     max_length: int = 64
     max_steps: int = 0
@@ -121,6 +153,7 @@ class TransformerClassifier(TorchStudent):
     epochs: int = 2
     batch_size: int = 32
     lr: float = 1e-4
+    memory: str | None = None   # where an alias's archive is unpacked (the run's cache)
 
     # --- training (the loop is TorchStudent's) -------------------------------------------------------------------
     def _load_teacher(self, num_classes):
@@ -135,12 +168,20 @@ class TransformerClassifier(TorchStudent):
 
     def _network(self, texts, num_classes):
         tokenizer, teacher_model = self._load_teacher(num_classes)
+        base_model = None
+        if self.init == "pretrained":
+            teacher_tokenizer, (tokenizer, base_model) = tokenizer, load_base(self.base, self.memory)
+            if self.hidden_weight > 0:
+                check_same_tokens(tokenizer, teacher_tokenizer, texts, self.max_length, self.base)
+        elif self.base:
+            raise UserError(f'base {self.base!r} is read only with init = "pretrained"; set init = "pretrained" or '
+                            'base = ""')
         self.tokenizer_ = tokenizer
         self.module_, self.teacher_layer_ids_ = initial_model(teacher_model, tokenizer, self.layers, self.init,
-                                                              self.layer_choice)
+                                                              self.layer_choice, base_model)
         self.module_.to(device())
         self._hidden_loss = HiddenStateLoss(self.module_, teacher_model) if self.hidden_weight > 0 else None
-        if self.freeze_word_embeddings and self.init == "teacher":
+        if self.freeze_word_embeddings and self.init in COPIED:
             self.module_.get_input_embeddings().weight.requires_grad_(False)
         return self.module_
 
