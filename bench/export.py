@@ -24,6 +24,7 @@ from distill.errors import one_line_errors
 from distill.families import family_of
 from distill.families.manifest import Manifest, has_manifest, manifest_path, read_manifest, write_manifest
 from distill.families.registry import BROKEN, LOSSY, drift_verdict
+from distill.int8_onnx import CALIBRATION_TEXTS
 from distill.metrics import count_params, evaluate
 from distill.pipeline import Run
 from distill.students.soft import softmax
@@ -133,7 +134,8 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
     split = run.split()
     texts, gold = datasets.texts_labels(split, "test")
     teacher_probs = softmax(logits_of(run.soft_labels(), "test").astype(np.float64))
-    sample = datasets.texts_labels(split, "dev")[0][:16]
+    # Exporters trace on the first few; int8 calibrates on them all: training text, never the text it is scored on.
+    sample = datasets.texts_labels(split, "train")[0][:CALIBRATION_TEXTS]
     models = {m: e for m, e in run.models().items() if not models_filter or m in models_filter}
     skip = run.cfg.get("export", {}).get("skip", [])
     plan = export_plan(models, backends_filter, skip)
@@ -151,6 +153,8 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
         inputs = {"source": source_key(run, model_id), "backend": backend, "version": EXPORT_VERSION,
                   "test": run.key("data"), "tolerance": exported.tolerance if exported else None,
                   "eval": run.cfg["eval"]}   # the metric and bootstrap its scores are computed with
+        if exported is not None and exported.version > 1:   # version 1 keeps the keys exports had before versions
+            inputs["backend_version"] = exported.version
 
         def build(tmp, model_id=model_id, estimator=estimator, backend=backend, native=native, exported=exported):
             if exported is not None:

@@ -42,6 +42,7 @@ from .chunked_labelling import label_in_chunks
 from .config import fingerprint, section
 from .errors import UserError
 from .families.registry import BROKEN, FAMILIES, TEACHER_FAMILY, Backend
+from .int8_onnx import CALIBRATION_TEXTS
 from .labeller import Labeller
 from .students.soft import softmax
 
@@ -102,7 +103,8 @@ def _timed(fn, texts):
     return logits, len(texts) / max(time.perf_counter() - started, 1e-9)
 
 
-def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: Path, log=print) -> dict:
+def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: Path, log=print,
+           calibration: list[str] | None = None) -> dict:
     """Export and validate the candidate backends into `out/<backend>/`; returns the stage info (the choice and every
     trial). Every candidate's export is kept: bench reuses them instead of exporting the teacher again."""
     from . import teacher as T
@@ -114,9 +116,9 @@ def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: 
     del model
     trials = [{"backend": "torch", "texts_per_second": round(torch_rate, 1), "mean_abs_diff": 0.0,
                "max_abs_diff": 0.0, "agreement": 1.0, "passed": True}]
-    candidates = {"auto": TEACHER.auto_labellers, "torch": ()}.get(c["backend"], (c["backend"],))
-    for backend in candidates:
-        trial = _trial(TEACHER.labellers()[backend], teacher_dir, out / backend, sample, reference, c, max_length)
+    for backend in _candidates(c["backend"]):
+        trial = _trial(TEACHER.labellers()[backend], teacher_dir, out / backend, sample, reference, c, max_length,
+                       calibration or sample)
         trials.append(trial)
         log(f"  labeller: {backend} {trial['texts_per_second']:.0f} texts/s vs torch {torch_rate:.0f}, "
             f"mean |Δlogit| {trial['mean_abs_diff']:.4f} ({'passes' if trial['passed'] else 'fails'} "
@@ -134,13 +136,17 @@ def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: 
     return {"backend": chosen["backend"], "validation_texts": len(sample), "trials": trials}
 
 
+def _candidates(setting: str) -> tuple[str, ...]:
+    return {"auto": TEACHER.auto_labellers, "torch": ()}.get(setting, (setting,))
+
+
 def _trial(backend: Backend, teacher_dir: Path, directory: Path, sample: list[str], reference: np.ndarray, c: dict,
-           max_length: int) -> dict:
+           max_length: int, calibration: list[str]) -> dict:
     """Export the teacher to `backend` in `directory`, time its logits on `sample` and compare them with PyTorch's
     (`reference`). It passes when its backend's drift rule (the one bench validates it by) does not find it broken
     and its mean |Δlogit| is within labelling.tolerance, how far the user lets soft labels move."""
     logits, rate, export_seconds = export_and_time(backend, teacher_dir, directory, sample, max_length,
-                                                   c["batch_size"])
+                                                   c["batch_size"], calibration)
     trial = {"backend": backend.name, "texts_per_second": round(rate, 1), **compare(logits, reference),
              "export_seconds": round(export_seconds, 1)}
     trial["drift"] = backend.verdict(trial["max_prob_diff"], trial["agreement"])
@@ -149,14 +155,15 @@ def _trial(backend: Backend, teacher_dir: Path, directory: Path, sample: list[st
 
 
 def export_and_time(backend: Backend, source, directory: Path, sample: list[str], max_length: int,
-                    batch_size: int) -> tuple[np.ndarray, float, float]:
-    """Export `source` (the teacher's directory, or a fitted transformer student) to `backend` in `directory` and
-    time its logits on `sample` after a warm-up. Returns (logits, texts/s, seconds the export took)."""
+                    batch_size: int, calibration: list[str]) -> tuple[np.ndarray, float, float]:
+    """Export `source` (the teacher's directory, or a fitted transformer student) to `backend` in `directory`,
+    calibrated on `calibration` (training text), and time its logits on `sample` after a warm-up. Returns (logits,
+    texts/s, seconds the export took)."""
     from .teacher_onnx import quiet_exporters
     directory.mkdir(parents=True)
     started = time.time()
     with quiet_exporters():
-        backend.export(source, directory, sample)
+        backend.export(source, directory, calibration)   # int8 calibrates on training text, not on `sample`
     export_seconds = time.time() - started
     runner = backend.logits(directory)
     runner(sample[:8], max_length, batch_size)  # session warm-up
@@ -185,7 +192,11 @@ def labeller_inputs(run) -> dict:
     """What the `labeller` stage's key hashes: this section but where the logits are computed and the teacher
     assistant's keys, and the teacher."""
     keyed = {k: v for k, v in run.cfg["labelling"].items() if k not in ENGINE_KEYS + ASSISTANT_KEYS}
-    return {"labelling": keyed, "teacher": run.key("teacher")}
+    inputs = {"labelling": keyed, "teacher": run.key("teacher")}
+    versions = {b: TEACHER.backends[b].version for b in _candidates(keyed["backend"])}
+    if any(v > 1 for v in versions.values()):   # an exporter that changed makes other labels
+        inputs["backend_versions"] = versions
+    return inputs
 
 
 def build_labeller(run, tmp, inputs) -> dict:
@@ -194,7 +205,8 @@ def build_labeller(run, tmp, inputs) -> dict:
     sample = datasets.texts_labels(run.split(), "dev")[0][:c["validation_texts"]]
     if not sample:
         raise UserError("the dev split is empty, so the labeller cannot be validated; give more data")
-    return choose(run.teacher_dir(), sample, c, run.cfg["teacher"]["max_length"], tmp, run.log)
+    calibration = datasets.texts_labels(run.split(), "train")[0][:CALIBRATION_TEXTS]
+    return choose(run.teacher_dir(), sample, c, run.cfg["teacher"]["max_length"], tmp, run.log, calibration)
 
 
 def labeller_done(run, info) -> None:

@@ -1,5 +1,5 @@
 """The teacher (or any Hugging Face sequence classifier) as an ONNX Runtime graph: optimum's export, ORT's graph
-optimisation, dynamic int8; and `OnnxLogits`, which computes logits with such a graph.
+optimisation, int8 (distill/int8_onnx.py); and `OnnxLogits`, which computes logits with such a graph.
 
 They are the transformer family's exporters in the one registry (distill/families/builtin.py): the labeller
 (distill/labelling.py) runs the teacher through the same files that bench validates, times and serves.
@@ -7,6 +7,7 @@ They are the transformer family's exporters in the one registry (distill/familie
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -69,15 +70,20 @@ def export_ort_opt(source, out: Path) -> None:
     _keep_only(out, ONNX_FILES["ort-opt"])
 
 
-def export_onnx_int8(source, out: Path) -> None:
-    """Dynamic int8 on top of the ORT-optimised graph. optimum's ORTQuantizer cannot pass the DefaultTensorType
-    option that the fused graph needs (its fused ops have no type info), so onnxruntime's quantizer is called."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def export_onnx_int8(source, out: Path, sample_texts) -> None:
+    """int8 on top of the ORT-optimised graph, keeping the accuracy (distill/int8_onnx.py): dynamic int8 with
+    per-channel weights, and the outlier input channels found on `sample_texts` (training text) kept in fp32.
+    optimum's ORTQuantizer cannot pass the DefaultTensorType option that the fused graph needs, so onnxruntime's
+    quantizer is called."""
+    from transformers import AutoTokenizer
+
+    from .int8_onnx import quantize_keeping_outliers, require_texts
+    texts = require_texts(sample_texts)
     export_ort_opt(source, out)
-    quantize_dynamic(out / ONNX_FILES["ort-opt"], out / ONNX_FILES["onnx-int8"], weight_type=QuantType.QInt8,
-                     per_channel=False, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    info = quantize_keeping_outliers(out / ONNX_FILES["ort-opt"], out / ONNX_FILES["onnx-int8"],
+                                     AutoTokenizer.from_pretrained(out), texts)
     (out / ONNX_FILES["ort-opt"]).unlink()
+    (out / "int8.json").write_text(json.dumps(info, indent=1))
 
 
 def _keep_only(out: Path, name: str) -> None:
@@ -86,12 +92,16 @@ def _keep_only(out: Path, name: str) -> None:
             path.unlink()
 
 
-def session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider"):
+def session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider", spinning: bool = True):
+    """`spinning=False` stops idle ORT threads from busy-waiting, which would starve other engines timed beside
+    this session in one process."""
     import onnxruntime as ort
     import torch
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=[provider])
 
 

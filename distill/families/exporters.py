@@ -56,10 +56,12 @@ def export_transformer_torchscript(source, out, sample_texts):
 
 
 def export_transformer_torch_int8(source, out, sample_texts):
+    """Dynamic int8 with per-channel weights, outlier input channels (found on `sample_texts`, training text) in
+    fp32: distill/int8_torch.py."""
+    from ..int8_torch import quantize_keeping_outliers
     with hf_dir(source) as source_dir:
         tokenizer, model = _hf(source_dir, torchscript=True)
-    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    _trace(quantized, tokenizer, sample_texts, out)
+    _trace(quantize_keeping_outliers(model, tokenizer, sample_texts), tokenizer, sample_texts, out)
 
 
 def export_transformer_onnx(source, out, sample_texts):
@@ -71,7 +73,7 @@ def export_transformer_ort_opt(source, out, sample_texts):
 
 
 def export_transformer_onnx_int8(source, out, sample_texts):
-    teacher_onnx.export_onnx_int8(source, out)
+    teacher_onnx.export_onnx_int8(source, out, sample_texts)
 
 
 def load_transformer_torchscript(out, ctx):

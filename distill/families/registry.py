@@ -40,6 +40,7 @@ class Backend:
     tolerance: float = FP32
     lossy: bool = False
     logits: Callable | None = None
+    version: int = 1   # raised when the exporter's output changes: its cached exports (and labellers) are redone
 
     def verdict(self, max_abs_diff: float, agreement: float) -> str:
         return drift_verdict(max_abs_diff, agreement, self.tolerance, self.lossy)
