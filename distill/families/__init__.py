@@ -6,7 +6,11 @@ bench exports, validates and times what is registered here, serve loads it, and 
 runs the teacher through the transformer family's exports. A new backend is one module that calls `add_backend`,
 imported below (docs/add-a-backend.md).
 """
+from importlib.util import find_spec
+
 from .registry import FAMILIES, Backend, Family, add_backend, family_of, native_predictor, register
 from . import builtin  # noqa: E402,F401  (registers the built-in families)
+if all(find_spec(name) for name in ("openvino", "nncf", "optimum.intel")):   # optional engine (docs/engines.md)
+    from . import openvino  # noqa: E402,F401
 
 __all__ = ["FAMILIES", "Backend", "Family", "add_backend", "family_of", "native_predictor", "register"]
