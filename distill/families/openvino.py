@@ -65,6 +65,14 @@ def export_openvino(source, out, sample_texts):
         AutoTokenizer.from_pretrained(source_dir).save_pretrained(out)
 
 
+def export_openvino_half(source, out, sample_texts):
+    """The IR with its weights stored in fp16: half the bytes; the bf16 model rounds them to bf16 anyway."""
+    import openvino as ov
+    export_openvino(source, out, sample_texts)
+    xml = Path(out) / MODEL_XML
+    _replace(xml, ov.Core().read_model(str(xml)), compress_to_fp16=True)
+
+
 def export_openvino_int8(source, out, sample_texts):
     """The fp32 IR quantised by NNCF: int8 weights (one scale per output channel) and activations (ranges observed
     on `sample_texts`, one at a time), with NNCF's transformer rules (SmoothQuant; softmax, layer norm and the
@@ -82,9 +90,14 @@ def export_openvino_int8(source, out, sample_texts):
     with contextlib.redirect_stdout(io.StringIO()):   # NNCF's progress bars, which no setting turns off
         quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(feeds))
-    written = xml.with_name("quantized.xml")
-    ov.save_model(quantized, str(written), compress_to_fp16=False)
-    del model, quantized   # the fp32 weights are memory-mapped from the file about to be replaced
+    _replace(xml, quantized)
+
+
+def _replace(xml: Path, model, compress_to_fp16=False) -> None:
+    """Write `model` over the IR at `xml` (written beside it first: its weights may be read from the old file)."""
+    import openvino as ov
+    written = xml.with_name("rewritten.xml")
+    ov.save_model(model, str(written), compress_to_fp16=compress_to_fp16)
     os.replace(written, xml)
     os.replace(written.with_suffix(".bin"), xml.with_suffix(".bin"))
 
@@ -121,7 +134,7 @@ class OpenVINOLogits(OnnxLogits):
 
 for backend in (
         Backend("openvino", export_openvino, load_openvino, logits=OpenVINOLogits),
-        Backend("openvino-bf16", export_openvino, partial(load_openvino, precision="bf16"), BF16, lossy=True,
+        Backend("openvino-bf16", export_openvino_half, partial(load_openvino, precision="bf16"), BF16, lossy=True,
                 logits=partial(OpenVINOLogits, precision="bf16")),
         Backend("openvino-int8", export_openvino_int8, load_openvino, INT8, lossy=True, logits=OpenVINOLogits)):
     add_backend(TEACHER_FAMILY, backend)

@@ -1,0 +1,74 @@
+"""CTranslate2 backends of the transformer family, for BERT-architecture models (MiniLM, BERT and the students cut
+from them; CTranslate2 converts no MPNet): the encoder and pooler converted by CTranslate2, the classification
+head kept as numpy arrays, run in fp32 (`ctranslate2`) or with int8 weights (`ctranslate2-int8`, quantised at
+conversion, one scale per output row; activations quantised on the fly).
+
+Not imported by default: it was not faster than ONNX Runtime on any model and batch size measured here
+(docs/engines.md). Import this module (after `pip install ctranslate2`) to register it, as scripts/engine_study.py
+does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import softmax
+
+from ..errors import UserError
+from ..teacher_onnx import hf_dir
+from .predictor import Predictor
+from .registry import INT8, TEACHER_FAMILY, Backend, add_backend
+
+HEAD = "head.npz"
+
+
+@dataclass
+class CTranslate2Predictor(Predictor):
+    """prepare = token ids, unpadded (CTranslate2 batches ragged lists); run = encoder + pooler, then the head."""
+    encoder: object = None
+    tokenizer: object = None
+    weight: np.ndarray = None      # (classes, hidden)
+    bias: np.ndarray = None
+    max_length: int = 64
+
+    def prepare(self, texts):
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)
+
+    def run(self, prepared):
+        pooled = self.encoder.forward_batch(prepared["input_ids"], token_type_ids=prepared.get("token_type_ids"))
+        logits = np.asarray(pooled.pooler_output, dtype=np.float64) @ self.weight.T + self.bias
+        return softmax(logits, axis=1)
+
+
+def export_ctranslate2(source, out, sample_texts, quantization=None):
+    import ctranslate2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    with hf_dir(source) as source_dir:
+        model = AutoModelForSequenceClassification.from_pretrained(source_dir)
+        if model.config.model_type != "bert":
+            raise UserError(f"CTranslate2 converts BERT-architecture classifiers here, not {model.config.model_type!r}"
+                            "; leave the ctranslate2 backends out (export.skip) for this model")
+        ctranslate2.converters.TransformersConverter(str(source_dir)).convert(str(out), quantization=quantization,
+                                                                             force=True)
+        AutoTokenizer.from_pretrained(source_dir).save_pretrained(out)
+    head = model.classifier   # BertForSequenceClassification: dropout, then this Linear on the pooled output
+    np.savez(Path(out) / HEAD, weight=head.weight.detach().numpy(), bias=head.bias.detach().numpy())
+
+
+def load_ctranslate2(out, ctx):
+    import ctranslate2
+    from transformers import AutoTokenizer
+    encoder = ctranslate2.Encoder(str(out), device="cpu", intra_threads=torch.get_num_threads())
+    with np.load(Path(out) / HEAD) as head:
+        weight, bias = head["weight"].astype(np.float64), head["bias"].astype(np.float64)
+    return CTranslate2Predictor(encoder=encoder, tokenizer=AutoTokenizer.from_pretrained(out), weight=weight,
+                                bias=bias, max_length=ctx["max_length"], **ctx["meta"])
+
+
+for backend in (Backend("ctranslate2", export_ctranslate2, load_ctranslate2),
+                Backend("ctranslate2-int8", partial(export_ctranslate2, quantization="int8"), load_ctranslate2,
+                        INT8, lossy=True)):
+    add_backend(TEACHER_FAMILY, backend)
