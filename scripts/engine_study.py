@@ -17,8 +17,10 @@ import json
 import os
 import platform
 import random
+import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from distill import data as datasets
 from distill.families import FAMILIES
 from distill.families.predictor import TransformerPredictor
 from distill.families.registry import TEACHER_FAMILY
-from distill.teacher import load_pretrained
+from distill.teacher import load_pretrained, predict_logits
 from distill.teacher_onnx import quiet_exporters
 
 OPTIONAL_ENGINES = ("distill.families.openvino", "distill.families.ctranslate2")   # registered when importable
@@ -58,29 +60,32 @@ def run_settings(run_dir: Path) -> tuple[Path, pd.DataFrame, int, list[str]]:
             config["teacher"]["max_length"], labels)
 
 
-def load_engines(teacher_dir, backends, workdir: Path, calibration, max_length, labels, log) -> dict:
+def load_engines(teacher_dir, backends, workdir: Path, calibration, max_length, labels, log) -> tuple[dict, list]:
     """Each backend's Predictor: PyTorch eager from the teacher's directory, the others exported (once) by their
-    registered exporter and loaded back by their registered loader."""
+    registered exporter and loaded back by their registered loader; and the backends that failed to export, why."""
     family = FAMILIES[TEACHER_FAMILY]
     meta = {"model": "teacher", "labels": labels, "kind": "teacher"}
-    out = {}
-    for name in backends:
-        if name == "torch":
-            tokenizer, model = load_pretrained(str(teacher_dir))
-            out[name] = TransformerPredictor(tokenizer=tokenizer, module=model.eval(), max_length=max_length,
-                                             backend=name, **meta)
-            continue
+    tokenizer, model = load_pretrained(str(teacher_dir))
+    engines = {"torch": TransformerPredictor(tokenizer=tokenizer, module=model.eval(), max_length=max_length,
+                                             backend="torch", **meta)}
+    failed = []
+    for name in [b for b in backends if b != "torch"]:
         directory = workdir / name
         if not (directory / ".exported").exists():
             log(f"exporting {name} ...")
-            directory.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
             started = time.perf_counter()
-            with quiet_exporters():
-                family.backends[name].export(teacher_dir, directory, calibration)
+            try:
+                with quiet_exporters():
+                    family.backends[name].export(teacher_dir, directory, calibration)
+            except Exception as exc:   # one engine that cannot take this model must not stop the others
+                failed.append(f"{name} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+                continue
             (directory / ".exported").write_text(f"{time.perf_counter() - started:.1f}")
         ctx = {"source": None, "max_length": max_length, "device": "cpu", "meta": {**meta, "backend": name}}
-        out[name] = family.backends[name].load(directory, ctx)
-    return out
+        engines[name] = family.backends[name].load(directory, ctx)
+    return engines, failed
 
 
 def quality(engines: dict, texts, gold) -> list[dict]:
@@ -138,6 +143,27 @@ def with_ratios(timings: list[dict]) -> list[dict]:
              "x_ort_opt": by.get(("ort-opt", r["batch_size"]), np.nan) / r["e2e_ms"]} for r in timings]
 
 
+def labelling(teacher_dir, engines: dict, workdir: Path, texts, max_length, batch_size, rounds) -> list[dict]:
+    """Texts/s of each backend's labeller reader (its `logits`, as distill/labelling.py runs it: length-sorted
+    batches) on `texts`, against PyTorch's `predict_logits`, interleaved; and its mean |dlogit| from PyTorch's, the
+    number labelling.tolerance bounds."""
+    family = FAMILIES[TEACHER_FAMILY]
+    tokenizer, model = load_pretrained(str(teacher_dir))
+    readers = {"torch": lambda t: predict_logits(model.eval(), tokenizer, t, max_length, batch_size, progress=False)}
+    readers.update({name: partial(family.backends[name].logits(workdir / name), max_length=max_length,
+                                  batch_size=batch_size)
+                    for name in engines if name != "torch" and family.backends[name].logits is not None})
+    logits, seconds = {}, {name: [] for name in readers}
+    for _ in range(rounds):
+        for name in random.sample(list(readers), len(readers)):
+            started = time.perf_counter()
+            logits[name] = readers[name](texts)
+            seconds[name].append(time.perf_counter() - started)
+    return [{"backend": name, "batch_size": batch_size, "texts": len(texts),
+             "texts_per_s": len(texts) / float(np.median(seconds[name])),
+             "mean_abs_dlogit": float(np.abs(logits[name] - logits["torch"]).mean())} for name in readers]
+
+
 def machine() -> dict:
     flags = set()
     cpuinfo = Path("/proc/cpuinfo")
@@ -164,17 +190,20 @@ def study(args, log=print) -> dict:
     calibration = datasets.texts_labels(split, "train")[0][:args.calibration]
     with tempfile.TemporaryDirectory(prefix="engines-") as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
-        engines = load_engines(teacher_dir, backends, workdir, calibration, max_length, labels, log)
-        exported_s = {b: float((workdir / b / ".exported").read_text()) for b in backends if b != "torch"}
+        engines, failed = load_engines(teacher_dir, backends, workdir, calibration, max_length, labels, log)
+        exported_s = {b: float((workdir / b / ".exported").read_text()) for b in engines if b != "torch"}
         started_load = os.getloadavg()
         timings = with_ratios(time_engines(engines, dev_texts[:args.sentences], args.batch_sizes, args.rounds))
         ended_load = os.getloadavg()
-        scores = quality(engines, dev_texts, dev_gold)
+        labelled = labelling(teacher_dir, engines, workdir, dev_texts[:args.label_texts], max_length,
+                             args.label_batch, max(1, args.rounds // 4)) if args.label_texts else []
+        scored = args.scored or len(dev_texts)
+        scores = quality(engines, dev_texts[:scored], dev_gold[:scored])
     return {"run": str(args.run), "teacher": str(teacher_dir), "max_length": max_length,
-            "sentences": min(args.sentences, len(dev_texts)), "rounds": args.rounds, "dev_texts": len(dev_texts),
-            "calibration_texts": len(calibration), "skipped": missing, "export_seconds": exported_s,
+            "sentences": min(args.sentences, len(dev_texts)), "rounds": args.rounds, "scored_dev_texts": scored,
+            "calibration_texts": len(calibration), "skipped": missing + failed, "export_seconds": exported_s,
             "machine": machine(), "load_average_before_after": [started_load, ended_load],
-            "timings": timings, "quality": scores}
+            "timings": timings, "quality": scores, "labelling": labelled}
 
 
 def main(argv=None) -> None:
@@ -182,8 +211,11 @@ def main(argv=None) -> None:
     p.add_argument("run", help="a run's artifacts directory (artifacts/<run>): its teacher, split and max_length")
     p.add_argument("--backends", default=DEFAULT_BACKENDS, help="those not installed are skipped")
     p.add_argument("--sentences", type=int, default=50, help="dev sentences timed")
+    p.add_argument("--scored", type=int, default=0, help="dev sentences scored (default: all)")
     p.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
     p.add_argument("--rounds", type=int, default=10, help="passes over the sentences, each in a fresh order")
+    p.add_argument("--label-texts", type=int, default=256, help="dev texts each labeller reader labels (0: none)")
+    p.add_argument("--label-batch", type=int, default=128, help="the labeller's batch size (labelling.batch_size)")
     p.add_argument("--calibration", type=int, default=16, help="training texts the int8 exports calibrate on "
                    "(bench/export.py gives 16 dev texts)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -195,6 +227,7 @@ def main(argv=None) -> None:
     print(f"machine: {result['machine']}\nload average before/after timing: {result['load_average_before_after']}")
     print(tabulate(result["timings"], headers="keys", tablefmt="github", floatfmt=".3g"))
     print(tabulate(result["quality"], headers="keys", tablefmt="github", floatfmt=".4g"))
+    print(tabulate(result["labelling"], headers="keys", tablefmt="github", floatfmt=".4g"))
     if result["skipped"]:
         print("skipped:", ", ".join(result["skipped"]))
     if args.out:

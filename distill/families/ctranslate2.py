@@ -18,7 +18,7 @@ import torch
 from scipy.special import softmax
 
 from ..errors import UserError
-from ..teacher_onnx import hf_dir
+from ..teacher_onnx import OnnxLogits, hf_dir
 from .predictor import Predictor
 from .registry import INT8, TEACHER_FAMILY, Backend, add_backend
 
@@ -37,10 +37,12 @@ class CTranslate2Predictor(Predictor):
     def prepare(self, texts):
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)
 
-    def run(self, prepared):
+    def logits(self, prepared) -> np.ndarray:
         pooled = self.encoder.forward_batch(prepared["input_ids"], token_type_ids=prepared.get("token_type_ids"))
-        logits = np.asarray(pooled.pooler_output, dtype=np.float64) @ self.weight.T + self.bias
-        return softmax(logits, axis=1)
+        return np.asarray(pooled.pooler_output, dtype=np.float64) @ self.weight.T + self.bias
+
+    def run(self, prepared):
+        return softmax(self.logits(prepared), axis=1)
 
 
 def export_ctranslate2(source, out, sample_texts, quantization=None):
@@ -58,17 +60,41 @@ def export_ctranslate2(source, out, sample_texts, quantization=None):
     np.savez(Path(out) / HEAD, weight=head.weight.detach().numpy(), bias=head.bias.detach().numpy())
 
 
-def load_ctranslate2(out, ctx):
+def load_ctranslate2(out, ctx, threads: int | None = None):
     import ctranslate2
     from transformers import AutoTokenizer
-    encoder = ctranslate2.Encoder(str(out), device="cpu", intra_threads=torch.get_num_threads())
+    encoder = ctranslate2.Encoder(str(out), device="cpu", intra_threads=threads or torch.get_num_threads())
     with np.load(Path(out) / HEAD) as head:
         weight, bias = head["weight"].astype(np.float64), head["bias"].astype(np.float64)
     return CTranslate2Predictor(encoder=encoder, tokenizer=AutoTokenizer.from_pretrained(out), weight=weight,
                                 bias=bias, max_length=ctx["max_length"], **ctx["meta"])
 
 
-for backend in (Backend("ctranslate2", export_ctranslate2, load_ctranslate2),
+class _EncoderAsSession:
+    """A CTranslate2 encoder and head behind ONNX Runtime's `session.run(None, feeds) -> [logits]`."""
+
+    def __init__(self, predictor: CTranslate2Predictor):
+        self.predictor = predictor
+
+    def run(self, _output_names, feeds):
+        lengths = feeds["attention_mask"].sum(1)
+        unpadded = {name: [row[:n].tolist() for row, n in zip(feeds[name], lengths)]
+                    for name in ("input_ids", "token_type_ids") if name in feeds}
+        return [self.predictor.logits(unpadded).astype(np.float32)]
+
+
+class CTranslate2Logits(OnnxLogits):
+    """The labeller's reader (`OnnxLogits`: length-sorted batches, logits in input order) over a CTranslate2 export."""
+
+    def __init__(self, directory: Path, threads: int | None = None):
+        predictor = load_ctranslate2(Path(directory), {"max_length": None, "meta": {
+            "model": "teacher", "backend": "ctranslate2", "labels": []}}, threads)
+        self.session = _EncoderAsSession(predictor)
+        self.tokenizer = predictor.tokenizer
+        self.inputs = {"input_ids", "attention_mask", "token_type_ids"}
+
+
+for backend in (Backend("ctranslate2", export_ctranslate2, load_ctranslate2, logits=CTranslate2Logits),
                 Backend("ctranslate2-int8", partial(export_ctranslate2, quantization="int8"), load_ctranslate2,
-                        INT8, lossy=True)):
+                        INT8, lossy=True, logits=CTranslate2Logits)):
     add_backend(TEACHER_FAMILY, backend)
