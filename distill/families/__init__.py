@@ -10,7 +10,10 @@ from importlib.util import find_spec
 
 from .registry import FAMILIES, Backend, Family, add_backend, family_of, native_predictor, register
 from . import builtin  # noqa: E402,F401  (registers the built-in families)
-if all(find_spec(name) for name in ("openvino", "nncf", "optimum.intel")):   # optional engine (docs/engines.md)
+# Optional engines, registered where installed (docs/engines.md).
+if all(find_spec(name) for name in ("openvino", "nncf", "optimum.intel")):
     from . import openvino  # noqa: E402,F401
+if find_spec("ctranslate2"):
+    from . import ctranslate2  # noqa: E402,F401
 
 __all__ = ["FAMILIES", "Backend", "Family", "add_backend", "family_of", "native_predictor", "register"]

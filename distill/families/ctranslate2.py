@@ -3,9 +3,9 @@ from them; CTranslate2 converts no MPNet): the encoder and pooler converted by C
 head kept as numpy arrays, run in fp32 (`ctranslate2`) or with int8 weights (`ctranslate2-int8`, quantised at
 conversion, one scale per output row; activations quantised on the fly).
 
-Not imported by default: it was not faster than ONNX Runtime on any model and batch size measured here
-(docs/engines.md). Import this module (after `pip install ctranslate2`) to register it, as scripts/engine_study.py
-does.
+Imported by distill/families/__init__.py when ctranslate2 is installed; docs/engines.md has the measurements. A
+model of another architecture fails its export with one line (the full profile's MPNet models skip these backends:
+configs/full.toml, export.skip).
 """
 from __future__ import annotations
 

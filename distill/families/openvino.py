@@ -2,8 +2,8 @@
 OpenVINO's CPU plugin in fp32 (`openvino`), in bf16 (`openvino-bf16`: AMX / AVX512-BF16 matmuls) and in int8
 (`openvino-int8`: NNCF post-training quantisation of weights and activations, calibrated on the sample texts).
 
-Optional: distill/families/__init__.py imports this module only when openvino, nncf and optimum-intel are installed
-(`pip install -r requirements-openvino.txt -c constraints.txt`). docs/engines.md has the measurements.
+Imported by distill/families/__init__.py when openvino, nncf and optimum-intel are installed (requirements.txt);
+docs/engines.md has the measurements.
 """
 from __future__ import annotations
 
