@@ -1,6 +1,6 @@
 """The optional engines' backends of the transformer family (distill/families/openvino.py, ctranslate2.py), through
 the registry only: a tiny teacher labelled by one of them, exported to each by `mbtb export`, validated against
-PyTorch within each backend's tolerance, served, and refused by `mbtb package`, which names the packageable variants
+PyTorch within each backend's tolerance, timed by `mbtb bench`, served, and refused by `mbtb package`, which names the packageable variants
 (here the teacher's ONNX export).
 
 The teacher is conftest's sensitive tiny BERT (its probabilities vary from text to text, so a broken export shows).
@@ -105,6 +105,14 @@ def test_each_backend_gives_pytorchs_probabilities_within_its_tolerance(run, exp
     prepared = pred.prepare(texts[:5])   # the benchmark times run(prepare(texts)) and re-runs `prepared`
     np.testing.assert_allclose(pred.run(prepared), pred.run(prepared))
     np.testing.assert_allclose(pred.run(prepared), pred.predict_proba(texts[:5]))
+
+
+def test_bench_times_every_export(run, exported, tmp_path):
+    from tests.test_frontier import bench_cases
+    cases = bench_cases(run, "^teacher/(" + "|".join(BACKENDS) + ")$", tmp_path / "bench.json")
+    assert {("teacher", b) for b in BACKENDS} <= set(cases)
+    for backend in BACKENDS:
+        assert cases[("teacher", backend)]["stats"]["median"] > 0
 
 
 def test_serve_loads_every_export(run, exported, texts):
