@@ -136,11 +136,23 @@ def time_engines(engines: dict, texts: list[str], batch_sizes, rounds: int, seed
     return rows
 
 
+RATIOS = {"x_torch": "torch", "x_ort_opt": "ort-opt", "x_onnx_int8": "onnx-int8"}
+
+
 def with_ratios(timings: list[dict]) -> list[dict]:
-    """Each row with its speedup over PyTorch eager and over ONNX Runtime fp32 at the same batch size."""
+    """Each row with its speedup over PyTorch eager, ONNX Runtime fp32 and ONNX Runtime int8 at the same batch
+    size (how many times faster; below 1: slower)."""
     by = {(r["backend"], r["batch_size"]): r["e2e_ms"] for r in timings}
-    return [{**r, "x_torch": by.get(("torch", r["batch_size"]), np.nan) / r["e2e_ms"],
-             "x_ort_opt": by.get(("ort-opt", r["batch_size"]), np.nan) / r["e2e_ms"]} for r in timings]
+    return [{**r, **{column: by.get((base, r["batch_size"]), np.nan) / r["e2e_ms"] for column, base in RATIOS.items()}}
+            for r in timings]
+
+
+def print_result(result: dict) -> None:
+    print(f"machine: {result['machine']}\nload average before/after timing: {result['load_average_before_after']}")
+    for table, digits in (("timings", ".3g"), ("quality", ".4g"), ("labelling", ".4g")):
+        print(tabulate(result[table], headers="keys", tablefmt="github", floatfmt=digits))
+    if result["skipped"]:
+        print("skipped:", ", ".join(result["skipped"]))
 
 
 def labelling(teacher_dir, engines: dict, workdir: Path, texts, max_length, batch_size, rounds) -> list[dict]:
@@ -224,12 +236,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = study(args)
-    print(f"machine: {result['machine']}\nload average before/after timing: {result['load_average_before_after']}")
-    print(tabulate(result["timings"], headers="keys", tablefmt="github", floatfmt=".3g"))
-    print(tabulate(result["quality"], headers="keys", tablefmt="github", floatfmt=".4g"))
-    print(tabulate(result["labelling"], headers="keys", tablefmt="github", floatfmt=".4g"))
-    if result["skipped"]:
-        print("skipped:", ", ".join(result["skipped"]))
+    print_result(result)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
 

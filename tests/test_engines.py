@@ -10,6 +10,7 @@ An engine that is not installed is skipped with the reason. The other tests leav
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
 
 import numpy as np
@@ -105,6 +106,17 @@ def test_each_backend_gives_pytorchs_probabilities_within_its_tolerance(run, exp
     prepared = pred.prepare(texts[:5])   # the benchmark times run(prepare(texts)) and re-runs `prepared`
     np.testing.assert_allclose(pred.run(prepared), pred.run(prepared))
     np.testing.assert_allclose(pred.run(prepared), pred.predict_proba(texts[:5]))
+
+
+@pytest.mark.parametrize("backend", each_backend())
+def test_each_export_answers_calls_from_several_threads_at_once(run, exported, texts, backend):
+    """serve runs up to one call per core on the same Predictor at once."""
+    pred = load_variant(run, "teacher", backend, run.models())
+    batches = [texts[i:i + 4] for i in range(0, 32, 4)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(pred.predict_proba, batches))
+    for batch, answer in zip(batches, answers):
+        np.testing.assert_allclose(answer, pred.predict_proba(batch))
 
 
 def test_bench_times_every_export(run, exported, tmp_path):

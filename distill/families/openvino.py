@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,18 +32,22 @@ BF16 = 0.05
 
 @dataclass
 class OpenVINOPredictor(Predictor):
-    """A compiled OpenVINO classifier: prepare = the Hugging Face tokenizer, run = one synchronous inference."""
-    request: object = None
+    """A compiled OpenVINO classifier: prepare = the Hugging Face tokenizer, run = one synchronous inference, on an
+    infer request of the calling thread's own (a request runs one inference at a time; serve calls from several)."""
+    compiled: object = None
     tokenizer: object = None
     input_names: frozenset = field(default_factory=frozenset)
     max_length: int = 64
+    requests: threading.local = field(default_factory=threading.local, repr=False)
 
     def prepare(self, texts):
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         return {k: v.astype(np.int64) for k, v in enc.items() if k in self.input_names}
 
     def run(self, prepared):
-        logits = self.request.infer(prepared)[0]
+        if not hasattr(self.requests, "request"):
+            self.requests.request = self.compiled.create_infer_request()
+        logits = self.requests.request.infer(prepared)[0]
         return softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
@@ -106,7 +111,7 @@ def load_openvino(out, ctx, precision="f32"):
     """OpenVINO's CPU plugin runs an fp32 model in bf16 by default on CPUs with AMX: fp32 asks for f32."""
     from transformers import AutoTokenizer
     compiled = compile_model(Path(out) / MODEL_XML, precision)
-    return OpenVINOPredictor(request=compiled.create_infer_request(), tokenizer=AutoTokenizer.from_pretrained(out),
+    return OpenVINOPredictor(compiled=compiled, tokenizer=AutoTokenizer.from_pretrained(out),
                              input_names=frozenset(i.get_any_name() for i in compiled.inputs),
                              max_length=ctx["max_length"], **ctx["meta"])
 
