@@ -1,7 +1,7 @@
 """The optional engines' backends of the transformer family (distill/families/openvino.py, ctranslate2.py), through
 the registry only: a tiny teacher labelled by one of them, exported to each by `mbtb export`, validated against
-PyTorch within each backend's tolerance, timed by `mbtb bench`, served, and refused by `mbtb package`, which names the packageable variants
-(here the teacher's ONNX export).
+PyTorch within each backend's tolerance, timed by `mbtb bench`, served (from several threads at once), and refused
+by `mbtb package`, which names the packageable variants (here the teacher's ONNX export).
 
 The teacher is conftest's sensitive tiny BERT (its probabilities vary from text to text, so a broken export shows).
 An engine that is not installed is skipped with the reason. The other tests leave these backends out
