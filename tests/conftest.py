@@ -41,6 +41,9 @@ TINY_OVERRIDES = [
     'labelling.backend="torch"',   # tiny_run and tests/test_labelling.py take the ONNX path
     # smoke's other transformer students start from the real MiniLM; tests/test_transformer_students.py has tiny ones
     'ablation.students=["tfidf_lr", "tfidf_ridge", "nb", "bilstm", "static", "transformer"]',
+    # the optional engines' backends, where installed, are exported by tests/test_engines.py alone
+    'export.skip=["transformer/openvino", "transformer/openvino-bf16", "transformer/openvino-int8", '
+    '"transformer/ctranslate2", "transformer/ctranslate2-int8"]',
 ]
 
 
