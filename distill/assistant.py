@@ -23,11 +23,13 @@ import time
 
 import numpy as np
 
+from . import data as datasets
 from . import students as student_zoo
 from .atomic import write_json
 from .catalogue import logits_of
 from .errors import UserError
 from .families.registry import FAMILIES, TEACHER_FAMILY
+from .int8_onnx import CALIBRATION_TEXTS
 from .labeller import Labeller
 from .labelling import compare, export_and_time
 
@@ -72,13 +74,14 @@ def build_assistant(run, tmp, inputs) -> dict:
     sample, reference = dev["text"].tolist(), logits_of(dev, "dev")
     if not sample:
         raise UserError("the dev split is empty, so the teacher assistant cannot be checked; give more data")
+    calibration = datasets.texts_labels(run.split(), "train")[0][:CALIBRATION_TEXTS]
     teacher = run.labeller()
     teacher_rate = timed(teacher, sample)[1]
     trials = []
     for model_id in candidates(run.cfg):
         estimator = run.student(model_id)
         for backend in backends(c):
-            trial = _trial(model_id, estimator, backend, tmp / model_id / backend, sample, reference, c)
+            trial = _trial(model_id, estimator, backend, tmp / model_id / backend, sample, reference, c, calibration)
             trials.append(trial)
             run.log(f"  assistant: {model_id} in {backend} {trial['texts_per_second']:.0f} texts/s vs the teacher's "
                     f"{teacher_rate:.0f}, agreement {trial['agreement']:.3f}, mean |Δlogit| "
@@ -100,11 +103,11 @@ def timed(fn, texts: list[str]) -> tuple[np.ndarray, float]:
     return logits, len(texts) / max(time.perf_counter() - started, 1e-9)
 
 
-def _trial(model_id: str, estimator, backend: str, directory, sample, reference, c: dict) -> dict:
-    """Export the student `model_id` to `backend`, time it on `sample` and compare it with the teacher's logits
-    (`reference`)."""
+def _trial(model_id: str, estimator, backend: str, directory, sample, reference, c: dict, calibration) -> dict:
+    """Export the student `model_id` to `backend` (calibrated on `calibration`, training text), time it on `sample`
+    and compare it with the teacher's logits (`reference`)."""
     logits, rate, export_seconds = export_and_time(TRANSFORMERS.labellers()[backend], estimator, directory, sample,
-                                                   estimator.max_length, c["batch_size"])
+                                                   estimator.max_length, c["batch_size"], calibration)
     trial = {"model": model_id, "backend": backend, "texts_per_second": round(rate, 1), **compare(logits, reference),
              "export_seconds": round(export_seconds, 1), "max_length": estimator.max_length}
     trial["passed"] = bool(trial["agreement"] >= c["assistant_agreement"]
