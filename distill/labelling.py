@@ -10,9 +10,9 @@ computed by the fastest form of the teacher that stays faithful to it.
     actors = 0           # teacher replicas on Ray; 0: one per GPU, else one per 4 CPUs
 
 The choice is the cached stage `labeller` (keyed by the teacher and this section). Its candidates are the teacher
-family's backends in the one registry (distill/families; auto: its `auto_labellers`, ONNX int8 and ORT-optimised
-fp32, the same files bench validates and times). It exports each, runs it and PyTorch on the first
-`validation_texts` dev texts, and keeps the fastest export that passes: its backend's drift rule (the one bench
+family's backends in the one registry (distill/families; auto: those marked `auto_labeller`, ONNX int8 and
+ORT-optimised fp32, OpenVINO bf16 and int8 where installed: the same files bench validates and times). It exports
+each, runs it and PyTorch on the first `validation_texts` dev texts, and keeps the fastest export that passes: its backend's drift rule (the one bench
 validates it by) does not find it broken, and its mean |Δlogit| is within `tolerance`; PyTorch itself when none
 passes, or when it is clearly faster (`TORCH_MARGIN`: a GPU, say). A backend named outright must pass the same
 check. Soft labels and the transfer set record which backend made their logits (`logits_source` in their stage
@@ -192,11 +192,9 @@ def labeller_inputs(run) -> dict:
     """What the `labeller` stage's key hashes: this section but where the logits are computed and the teacher
     assistant's keys, and the teacher."""
     keyed = {k: v for k, v in run.cfg["labelling"].items() if k not in ENGINE_KEYS + ASSISTANT_KEYS}
-    inputs = {"labelling": keyed, "teacher": run.key("teacher")}
-    versions = {b: TEACHER.backends[b].version for b in _candidates(keyed["backend"])}
-    if any(v > 1 for v in versions.values()):   # an exporter that changed makes other labels
-        inputs["backend_versions"] = versions
-    return inputs
+    # the candidates and their exporters' versions: another engine installed, or an exporter changed, labels anew
+    candidates = {b: TEACHER.backends[b].version for b in _candidates(keyed["backend"])}
+    return {"labelling": keyed, "teacher": run.key("teacher"), "candidates": candidates}
 
 
 def build_labeller(run, tmp, inputs) -> dict:

@@ -40,6 +40,7 @@ TINY_OVERRIDES = [
     "eval.bootstrap=200",
     'labelling.backend="torch"',   # tiny_run and tests/test_labelling.py take the ONNX path
     # smoke's other transformer students start from the real MiniLM; tests/test_transformer_students.py has tiny ones
+    'students.names=["tfidf_lr", "tfidf_ridge", "nb", "bilstm", "static"]',
     'ablation.students=["tfidf_lr", "tfidf_ridge", "nb", "bilstm", "static", "transformer"]',
     # the optional engines' backends, where installed, are exported by tests/test_engines.py alone
     'export.skip=["transformer/openvino", "transformer/openvino-bf16", "transformer/openvino-int8", '

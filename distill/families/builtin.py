@@ -29,15 +29,16 @@ def _transformer_student(estimator, **meta) -> Predictor:
 
 register(Family(
     "transformer", "transformer", "torch", _transformer_student, marker="*", fastest_lossless="ort-opt",
-    auto_labellers=("onnx-int8", "ort-opt"), backends={b.name: b for b in [
+    backends={b.name: b for b in [
         Backend("torchscript", X.export_transformer_torchscript, X.load_transformer_torchscript),
         # version 2: per-channel weights and outlier channels in fp32, calibrated on training text (docs/int8.md)
         Backend("torch-int8", X.export_transformer_torch_int8, X.load_transformer_torchscript, INT8, lossy=True,
                 version=2),
         Backend("onnx", X.export_transformer_onnx, X.load_transformer_onnx, logits=OnnxLogits),
-        Backend("ort-opt", X.export_transformer_ort_opt, X.load_transformer_onnx, logits=OnnxLogits),
+        Backend("ort-opt", X.export_transformer_ort_opt, X.load_transformer_onnx, logits=OnnxLogits,
+                auto_labeller=True),
         Backend("onnx-int8", X.export_transformer_onnx_int8, X.load_transformer_onnx, INT8, lossy=True,
-                logits=OnnxLogits, version=2),
+                logits=OnnxLogits, version=2, auto_labeller=True),
     ]}))
 register(Family(
     "bilstm", "BiLSTM", "torch", lambda est, **meta: BiLSTMPredictor(estimator=est, module=est.module_.eval(), **meta),

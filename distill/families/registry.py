@@ -33,7 +33,7 @@ class Backend:
     """An exported form of a family: `export(source, out_dir, sample_texts)` writes the files,
     `load(out_dir, ctx) -> Predictor` reads them back; `tolerance` and `lossy` are its drift rule (`verdict`).
     `logits(out_dir)`, where set, reads a teacher's export as `fn(texts, max_length, batch_size, progress) -> logits`:
-    the labeller may run this backend."""
+    the labeller may run this backend; `auto_labeller` makes it one that labelling.backend = "auto" tries."""
     name: str
     export: Callable
     load: Callable
@@ -41,6 +41,7 @@ class Backend:
     lossy: bool = False
     logits: Callable | None = None
     version: int = 1   # raised when the exporter's output changes: its cached exports (and labellers) are redone
+    auto_labeller: bool = False
 
     def verdict(self, max_abs_diff: float, agreement: float) -> str:
         return drift_verdict(max_abs_diff, agreement, self.tolerance, self.lossy)
@@ -57,12 +58,15 @@ class Family:
     # The lossless backend this family runs fastest in at batch 1 (measured here, docs/results/): an ensemble's
     # `exported` variant runs its members in it. "" = the native one is fastest.
     fastest_lossless: str = ""
-    # The backends the labeller tries under labelling.backend = "auto", in order (each must have `logits`).
-    auto_labellers: tuple[str, ...] = ()
 
     def labellers(self) -> dict[str, Backend]:
         """The backends whose exports the labeller can run."""
         return {name: b for name, b in self.backends.items() if b.logits is not None}
+
+    @property
+    def auto_labellers(self) -> tuple[str, ...]:
+        """The backends the labeller tries under labelling.backend = "auto": those marked `auto_labeller`."""
+        return tuple(name for name, b in self.labellers().items() if b.auto_labeller)
 
 
 FAMILIES: dict[str, Family] = {}
