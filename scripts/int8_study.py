@@ -80,7 +80,8 @@ class _Reader:
 def excluding(pattern: str):
     def build(fp32, out, tokenizer, texts):
         import onnx
-        names = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node if re.search(pattern, n.name)]
+        graph = onnx.load(str(fp32), load_external_data=False).graph
+        names = [n.name for n in graph.node if re.search(pattern, n.name)]
         dynamic(per_channel=True, nodes_to_exclude=names)(fp32, out, tokenizer, texts)
     return build
 
@@ -277,6 +278,8 @@ def main(argv=None) -> int:
     calibration = split[split["split"] == "train"]["text"].tolist()[:int8_onnx.CALIBRATION_TEXTS]
     tokenizer, model = load_pretrained(args.teacher)
     reference = predict_logits(model.eval(), tokenizer, texts, MAX_LENGTH, 64, progress=False)
+    report = {"teacher": str(args.teacher), "dev_texts": len(texts), "calibration_texts": len(calibration),
+              "cpu_flags": cpu_flags(), "threads": args.threads}
     with tempfile.TemporaryDirectory(prefix="int8-study-") as tmp:
         work = Path(tmp)
         with quiet_exporters():
@@ -285,32 +288,40 @@ def main(argv=None) -> int:
         rows, runners = evaluate_recipes(args, work, tokenizer, texts, reference, gold, calibration)
         runners = {"torch eager fp32": TorchRunner(model, tokenizer),
                    "onnx ort-opt fp32": OnnxRunner(fp32, tokenizer), **runners}
-        latency = batch1_medians(runners, texts[:args.timing_texts])
-        fp32_rows = [{"recipe": "torch eager fp32", **compare(reference, reference, gold)},
-                     {"recipe": "onnx ort-opt fp32",
-                      **compare(runners["onnx ort-opt fp32"].logits(texts), reference, gold)}]
-        diagnosis = {} if args.no_diagnosis else {
-            "outliers": outlier_table(fp32, tokenizer, calibration),
-            "sensitivity": sensitivity(fp32, work, tokenizer, texts, reference, gold)}
-    rows = fp32_rows + rows
+        rows = [{"recipe": "torch eager fp32", **compare(reference, reference, gold)},
+                {"recipe": "onnx ort-opt fp32", **compare(runners["onnx ort-opt fp32"].logits(texts), reference,
+                                                          gold)}, *rows]
+        report.update(recipes=rows, **timed(runners, rows, texts[:args.timing_texts]))
+        save(report, args.json)   # a long diagnosis that is cut short keeps the table
+        del runners
+        if not args.no_diagnosis:
+            report.update(outliers=outlier_table(fp32, tokenizer, calibration),
+                          sensitivity=sensitivity(fp32, work, tokenizer, texts, reference, gold))
+            save(report, args.json)
+    print_report(report)
+    return 0
+
+
+def timed(runners: dict, rows: list[dict], texts: list[str]) -> dict:
+    """Batch-1 latency and speedup over PyTorch eager, written into `rows`."""
+    latency = batch1_medians(runners, texts)
     for row in rows:
         if row["recipe"] in latency:
             row["batch1_ms"] = round(latency[row["recipe"]], 1)
             row["speedup_vs_eager"] = round(latency["torch eager fp32"] / latency[row["recipe"]], 2)
-    report = {"teacher": str(args.teacher), "dev_texts": len(texts), "calibration_texts": len(calibration),
-              "cpu_flags": cpu_flags(), "threads": args.threads, "eager_batch1_ms": round(latency["torch eager fp32"], 1),
-              "recipes": rows, **diagnosis}
-    print_report(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    return 0
+    return {"eager_batch1_ms": round(latency["torch eager fp32"], 1), "timing_texts": len(texts)}
+
+
+def save(report: dict, path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(report, indent=1))
 
 
 def print_report(report: dict) -> None:
     from tabulate import tabulate
     print(f"\n{report['teacher']}: {report['dev_texts']} dev texts, calibrated on {report['calibration_texts']} "
-          f"training texts; CPU flags {' '.join(report['cpu_flags'])}; {report['threads']} thread(s); PyTorch eager batch 1: "
-          f"{report['eager_batch1_ms']} ms\n")
+          f"training texts; CPU flags {' '.join(report['cpu_flags'])}; {report['threads']} thread(s); PyTorch "
+          f"eager batch 1: {report['eager_batch1_ms']} ms (median of {report['timing_texts']} texts)\n")
     print(tabulate(report["recipes"], headers="keys", tablefmt="github", floatfmt=".4g"))
     if "outliers" in report:
         worst = sorted(report["outliers"], key=lambda r: -r["max_over_median"])[:15]
