@@ -22,7 +22,7 @@ from .errors import UserError
 
 CALIBRATION_TEXTS = 128      # training texts the outlier channels are measured on (they are the same text to text)
 CALIBRATION_MAX_LENGTH = 128
-OUTLIER_FACTOR = 4.0         # a channel is an outlier past this multiple of the median channel's max |x|
+OUTLIER_FACTOR = 6.0         # a channel is an outlier past this multiple of the median channel's max |x|
 MAX_OUTLIERS = 32            # at most this many channels of one MatMul's input stay fp32
 OUTLIER_SUFFIX = "_outlier_channels"   # the fp32 MatMuls' names end so
 

@@ -102,11 +102,11 @@ def onnx_recipes() -> dict:
         "onnx dynamic, per-channel, FFN down fp32": excluding(GROUPS["FFN down (input: GELU)"]),
         "onnx static QDQ, per-channel, MinMax": static("MinMax"),
         "onnx static QDQ, per-channel, Percentile": static("Percentile"),
-        "onnx static QDQ, MinMax, outliers fp32 (4x)": static("MinMax", int8_onnx.OUTLIER_FACTOR),
-        "onnx dynamic, per-tensor, outliers fp32 (4x)": split(int8_onnx.OUTLIER_FACTOR, per_channel=False),
+        "onnx static QDQ, MinMax, outliers fp32 (6x)": static("MinMax", int8_onnx.OUTLIER_FACTOR),
+        "onnx dynamic, per-tensor, outliers fp32 (6x)": split(int8_onnx.OUTLIER_FACTOR, per_channel=False),
         "onnx dynamic, per-channel, outliers fp32 (8x)": split(8.0),
-        "onnx dynamic, per-channel, outliers fp32 (6x)": split(6.0),
-        "onnx dynamic, per-channel, outliers fp32 (4x) = new onnx-int8": split(int8_onnx.OUTLIER_FACTOR),
+        "onnx dynamic, per-channel, outliers fp32 (4x)": split(4.0),
+        "onnx dynamic, per-channel, outliers fp32 (6x) = new onnx-int8": split(int8_onnx.OUTLIER_FACTOR),
     }
 
 
@@ -114,8 +114,8 @@ def torch_recipes() -> dict:
     return {
         "torch dynamic, per-tensor (old torch-int8)": dict(factor=0, per_channel=False),
         "torch dynamic, per-channel": dict(factor=0, per_channel=True),
-        "torch dynamic, per-channel, outliers fp32 (6x)": dict(factor=6.0, per_channel=True),
-        "torch dynamic, per-channel, outliers fp32 (4x) = new torch-int8": dict(per_channel=True),
+        "torch dynamic, per-channel, outliers fp32 (4x)": dict(factor=4.0, per_channel=True),
+        "torch dynamic, per-channel, outliers fp32 (6x) = new torch-int8": dict(per_channel=True),
     }
 
 
