@@ -217,7 +217,7 @@ def source_line(info: dict) -> str:
     chosen = next(t for t in info["trials"] if t["backend"] == info["backend"])
     if info["backend"] == "torch":
         return "teacher in PyTorch"
-    return (f"teacher in ONNX Runtime {info['backend']} (mean |Δlogit| {chosen['mean_abs_diff']:.4f} vs PyTorch on "
+    return (f"teacher exported as {info['backend']} (mean |Δlogit| {chosen['mean_abs_diff']:.4f} vs PyTorch on "
             f"{info['validation_texts']} dev texts)")
 
 

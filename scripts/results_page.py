@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from scripts import gate_trials, loadtest, stage_times
-from scripts.results_tables import (ablation_table, accuracy_table, frontier_table, static_table, targets_table,
+from scripts.results_tables import (ablation_table, accuracy_table, frontier_table, int8_table, static_table,
+                                    targets_table,
                                     time_table, timings_table, verdict_markdown)
 
 
@@ -96,6 +97,9 @@ def profile_page(directory: Path) -> str:
     parts += ["## The fastest variant of every model",
               "Batch-1 end-to-end latency (tokenising included), each model in its fastest backend, with batch 32 "
               "beside it; the teacher in every backend.", frontier_table(results),
+              "## int8 against fp32",
+              "Every transformer's int8 exports against its own PyTorch eager run (fp32), batch 1, test split.",
+              int8_table(results),
               "## Where the time goes",
               "Medians in ms; prepare = tokenise/vectorise, model = the model alone.", time_table(results),
               summary["harness_overhead_line"]]

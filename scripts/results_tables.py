@@ -93,6 +93,47 @@ def static_table(ablation: pd.DataFrame) -> str:
                     headers="keys", tablefmt="github")
 
 
+# The whole-curve issue's bars (#27, set for `full`): the most accurate variant at each batch-1 speedup keeps this share
+CURVE_BARS = {5: 0.98, 15: 0.96, 50: 0.95, 150: 0.95, 500: 0.90}
+INT8_BAR_POINTS, INT8_BAR_SPEEDUP = 1.0, 2.0
+
+
+def curve_rows(budgets: list[dict]) -> list[tuple[str, str, bool]]:
+    rows = []
+    for band in budgets:
+        bar, best = CURVE_BARS.get(band["speedup"]), band["best"]
+        if bar is None:
+            continue
+        measured = (f"{best['share']:.1%} [{best['share_low']:.1%}, {best['share_high']:.1%}] at "
+                    f"{best['speedup']:.0f}x ({best['model']} / {best['backend']}, {best['median_ms']:.3g} ms)"
+                    if best else "nothing this fast")
+        rows.append((f"most accurate variant ≥ {bar:.0%} of the teacher at ≥ {band['speedup']}x", measured,
+                     bool(best) and best["share"] >= bar))
+    return rows
+
+
+def int8_losses(b1: pd.DataFrame) -> pd.DataFrame:
+    """Each transformer's int8 backends against its own PyTorch eager fp32 run: points lost and speed gained."""
+    if "family" not in b1:
+        return b1.iloc[0:0].assign(fp32=[], points=[], own_speedup=[])
+    eager = b1[b1["backend"] == "torch"].set_index("model")
+    int8 = b1[(b1["family"] == "transformer") & b1["backend"].str.contains("int8")
+              & b1["model"].isin(eager.index)].copy()
+    int8["fp32"] = int8["model"].map(eager["score"])
+    int8["points"] = 100 * (int8["score"] - int8["fp32"])
+    int8["own_speedup"] = int8["model"].map(eager["median_ms"]) / int8["median_ms"]
+    return int8.sort_values(["model", "own_speedup"], ascending=[True, False])
+
+
+def int8_table(results: pd.DataFrame) -> str:
+    b1 = scored(results[results["batch_size"] == 1])
+    rows = [{"model": r.model, "int8 backend": r.backend, "fp32 (eager)": f"{r.fp32:.4f}", "int8": f"{r.score:.4f}",
+             "points": f"{r.points:+.2f}", "vs its eager": f"{r.own_speedup:.2f}x",
+             "vs the teacher": f"{r.speedup:.3g}x"} for r in int8_losses(b1).itertuples()]
+    return (tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True) if rows
+            else "No transformer has an int8 export here.")
+
+
 def targets_table(results: pd.DataFrame, summary: dict, ablation: pd.DataFrame | None) -> str:
     """The frontier issue's targets against this run, in its metric: met or missed, with the numbers."""
     f = summary["frontier"]
@@ -109,6 +150,14 @@ def targets_table(results: pd.DataFrame, summary: dict, ablation: pd.DataFrame |
         rows.append(("best student ≥ 97% of the teacher at ≥ 150x lower batch-1 latency",
                      f"{best.score / teacher:.1%} at {best.speedup:.0f}x ({best.model} / {best.backend}, "
                      f"{best.median_ms:.3g} ms)", best.score / teacher >= 0.97))
+    rows += curve_rows(summary.get("verdict", {}).get("budgets", []))
+    teacher_int8 = int8_losses(b1).query("model == 'teacher'")
+    if not teacher_int8.empty:
+        kept = teacher_int8[(teacher_int8["points"] >= -INT8_BAR_POINTS)
+                            & (teacher_int8["own_speedup"] >= INT8_BAR_SPEEDUP)]
+        rows.append((f"int8 teacher within {INT8_BAR_POINTS:g} point of fp32 at ≥ {INT8_BAR_SPEEDUP:g}x its eager speed",
+                     "; ".join(f"{r.backend} {r.points:+.2f} points at {r.own_speedup:.1f}x"
+                               for r in teacher_int8.itertuples()), not kept.empty))
     static = b1[b1["model"].str.startswith("static-") & (teacher - b1["score"] <= 0.05)]
     if not static.empty:
         s = static.sort_values("median_ms").iloc[0]

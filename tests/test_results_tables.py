@@ -52,6 +52,38 @@ def test_no_150x_row_when_no_student_is_that_fast():
     assert "150x" not in results_tables.targets_table(results, summary_for(results), None)
 
 
+def band(speedup, share=None):
+    best = share and {"share": share, "share_low": share - 0.02, "share_high": share + 0.02, "speedup": speedup * 1.5,
+                      "model": "bilstm-distilled", "backend": "onnx", "median_ms": TEACHER_MS / speedup / 1.5}
+    return {"speedup": speedup, "best": best}
+
+
+def test_the_whole_curve_rows_hold_each_budget_to_its_own_bar():
+    rows = {target: met for target, _, met in results_tables.curve_rows(
+        [band(2, 0.99), band(5, 0.985), band(15, 0.955), band(500)])}
+    assert rows == {"most accurate variant ≥ 98% of the teacher at ≥ 5x": True,
+                    "most accurate variant ≥ 96% of the teacher at ≥ 15x": False,     # 95.5% < 96%
+                    "most accurate variant ≥ 90% of the teacher at ≥ 500x": False}    # nothing that fast
+
+
+@pytest.mark.parametrize("int8_accuracy, int8_ms, met", [
+    (0.895, 40.0, "yes"),        # -0.5 points at 2.5x
+    (0.885, 40.0, "**no**"),     # -1.5 points
+    (0.899, 60.0, "**no**"),     # 1.7x: not fast enough
+])
+def test_the_int8_teacher_row_needs_both_the_accuracy_and_the_speed(int8_accuracy, int8_ms, met):
+    results = frame(("bilstm", 0.88, 1.0))
+    int8 = {"model": "teacher", "backend": "onnx-int8", "kind": "teacher", "accuracy": int8_accuracy,
+            "median_ms": int8_ms, "speedup": TEACHER_MS / int8_ms, "batch_size": 1}
+    results = pd.concat([results, pd.DataFrame([int8])]).assign(family="transformer")
+    row = next(line for line in results_tables.targets_table(results, summary_for(results), None).splitlines()
+               if "int8 teacher" in line)
+    assert f"onnx-int8 {100 * (int8_accuracy - TEACHER_ACC):+.2f} points at {TEACHER_MS / int8_ms:.1f}x" in row
+    assert row.rstrip(" |").endswith(met)
+    cells = [[c.strip() for c in line.split("|")[1:3]] for line in results_tables.int8_table(results).splitlines()]
+    assert ["teacher", "onnx-int8"] in cells
+
+
 @pytest.mark.parametrize("directory", ["default", "full"])
 def test_the_committed_results_print(directory, capsys):
     assert results_tables.main([str(ROOT / "docs" / "results" / directory)]) == 0
