@@ -15,8 +15,7 @@ import pandas as pd
 
 from scripts import gate_trials, loadtest, stage_times
 from scripts.results_tables import (ablation_table, accuracy_table, frontier_table, int8_table, static_table,
-                                    targets_table,
-                                    time_table, timings_table, verdict_markdown)
+                                    targets_table, time_table, timings_table, verdict_markdown)
 
 
 def page_path(directory: Path) -> Path:
