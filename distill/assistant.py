@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-
-import numpy as np
 
 from . import data as datasets
 from . import students as student_zoo
@@ -31,7 +28,7 @@ from .errors import UserError
 from .families.registry import FAMILIES, TEACHER_FAMILY
 from .int8_onnx import CALIBRATION_TEXTS
 from .labeller import Labeller
-from .labelling import compare, export_and_time
+from .labelling import compare, export_and_time, timed
 
 TRANSFORMERS = FAMILIES[TEACHER_FAMILY]
 CHECKED = ("assistant", "assistant_agreement", "assistant_tolerance", "validation_texts", "batch_size", "backend")
@@ -76,6 +73,7 @@ def build_assistant(run, tmp, inputs) -> dict:
         raise UserError("the dev split is empty, so the teacher assistant cannot be checked; give more data")
     calibration = datasets.texts_labels(run.split(), "train")[0][:CALIBRATION_TEXTS]
     teacher = run.labeller()
+    teacher(sample[:8])   # warm-up: sessions allocate on their first call
     teacher_rate = timed(teacher, sample)[1]
     trials = []
     for model_id in candidates(run.cfg):
@@ -93,14 +91,6 @@ def build_assistant(run, tmp, inputs) -> dict:
             "tolerance": c["assistant_tolerance"],
             "teacher": {"labeller": teacher.backend, "texts_per_second": round(teacher_rate, 1)},
             "trials": trials, "chosen": chosen}
-
-
-def timed(fn, texts: list[str]) -> tuple[np.ndarray, float]:
-    """(fn(texts), texts/s), after a warm-up on a few of them (sessions allocate on their first call)."""
-    fn(texts[:8])
-    started = time.perf_counter()
-    logits = fn(texts)
-    return logits, len(texts) / max(time.perf_counter() - started, 1e-9)
 
 
 def _trial(model_id: str, estimator, backend: str, directory, sample, reference, c: dict, calibration) -> dict:

@@ -97,7 +97,8 @@ def label_texts(run, label, texts: list[str], stage: str, key=None, chunk_size: 
     return labelled
 
 
-def _timed(fn, texts):
+def timed(fn, texts: list[str]) -> tuple[np.ndarray, float]:
+    """(fn(texts), texts/s)."""
     started = time.perf_counter()
     logits = fn(texts)
     return logits, len(texts) / max(time.perf_counter() - started, 1e-9)
@@ -111,8 +112,8 @@ def choose(teacher_dir: Path, sample: list[str], c: dict, max_length: int, out: 
 
     tokenizer, model = T.load_pretrained(str(teacher_dir))
     model.to(T.device())
-    reference, torch_rate = _timed(lambda t: T.predict_logits(model, tokenizer, t, max_length, c["batch_size"],
-                                                              progress=False), sample)
+    reference, torch_rate = timed(lambda t: T.predict_logits(model, tokenizer, t, max_length, c["batch_size"],
+                                                             progress=False), sample)
     del model
     trials = [{"backend": "torch", "texts_per_second": round(torch_rate, 1), "mean_abs_diff": 0.0,
                "max_abs_diff": 0.0, "agreement": 1.0, "passed": True}]
@@ -167,7 +168,7 @@ def export_and_time(backend: Backend, source, directory: Path, sample: list[str]
     export_seconds = time.time() - started
     runner = backend.logits(directory)
     runner(sample[:8], max_length, batch_size)  # session warm-up
-    logits, rate = _timed(lambda t: runner(t, max_length, batch_size), sample)
+    logits, rate = timed(lambda t: runner(t, max_length, batch_size), sample)
     return logits, rate, export_seconds
 
 
