@@ -136,20 +136,19 @@ def int8_table(results: pd.DataFrame) -> str:
 
 def targets_table(results: pd.DataFrame, summary: dict, ablation: pd.DataFrame | None) -> str:
     """The frontier issue's targets against this run, in its metric: met or missed, with the numbers."""
-    f = summary["frontier"]
     b1 = scored(results[results["batch_size"] == 1])
+    f = summary["frontier"]
     name, teacher = metric_name(b1), f.get("teacher_score", f["teacher_accuracy"])
-    share = f.get("score", f["accuracy"]) / teacher
-    rows = [("best student ≥ 97% of the teacher at ≥ 50x lower batch-1 latency",
-             f"{share:.1%} at {f['speedup']:.0f}x ({f['model']} / {f['backend']}, "
-             f"{f['median_ms']:.3g} ms vs {f['teacher_eager_ms']:.3g} ms)", share >= 0.97 and f["speedup"] >= 50)]
-    # the BERT-base-class issue's bar: the best-scoring student at >= 150x
-    fast = b1[(b1["kind"] != "teacher") & (b1["speedup"] >= 150)]
-    if not fast.empty:
+    # the frontier issue's bar (>= 50x) and the BERT-base-class issue's (>= 150x): the best-scoring student that fast
+    rows = []
+    for speedup in (50, 150):
+        fast = b1[(b1["kind"] != "teacher") & (b1["speedup"] >= speedup)]
+        if fast.empty:
+            continue
         best = fast.sort_values(["score", "speedup"], ascending=False).iloc[0]
-        rows.append(("best student ≥ 97% of the teacher at ≥ 150x lower batch-1 latency",
+        rows.append((f"best student ≥ 97% of the teacher at ≥ {speedup}x lower batch-1 latency",
                      f"{best.score / teacher:.1%} at {best.speedup:.0f}x ({best.model} / {best.backend}, "
-                     f"{best.median_ms:.3g} ms)", best.score / teacher >= 0.97))
+                     f"{best.median_ms:.3g} ms vs {f['teacher_eager_ms']:.3g} ms)", best.score / teacher >= 0.97))
     rows += curve_rows(summary.get("verdict", {}).get("budgets", []))
     teacher_int8 = int8_losses(b1).query("model == 'teacher'")
     if not teacher_int8.empty:

@@ -6,7 +6,7 @@ from bench.results import join, pick
 from distill.errors import UserError
 from distill.families.manifest import Manifest, Variant
 
-from .parts import packageable
+from .parts import packageable, why_harness_only
 
 SHOWN = 12   # packageable variants named in a refusal; the rest are counted
 
@@ -39,7 +39,7 @@ def named_variant(manifest: Manifest, name: str) -> dict:
     elif not entry.ok:
         problem = f"{name} failed its export ({entry.get('error', 'no reason recorded')})"
     elif not is_packageable(entry):
-        problem = f"{name} runs only inside the harness (it needs torch or scikit-learn)"
+        problem = f"{name} runs only inside the harness ({why_harness_only(backend)})"
     else:
         return entry.row()
     raise UserError(f"{problem}; {these_can_be_packaged(manifest)}")

@@ -3,8 +3,8 @@
 Each writer `write(source, folder) -> spec` puts one model's files into `folder` (a `PackageFolder`; an ensemble gives
 each member its own subfolder) and returns the runtime's description of them (a `kind` of ship/runtime/predict.py's
 RUNNERS, file names, the text settings). Files come from the variant's validated export; a native numpy model (the
-static student) is written from its fitted arrays. A (family, backend) that is not in WRITERS needs torch or
-scikit-learn at run time and cannot be packaged.
+static student) is written from its fitted arrays. A (family, backend) that is not in WRITERS needs an engine the
+package runtime does not carry (PyTorch, scikit-learn, OpenVINO, CTranslate2) and cannot be packaged.
 """
 from __future__ import annotations
 
@@ -182,15 +182,26 @@ NEEDS = {"tfidf-numpy": ("numpy",), "tfidf-onnx": ("numpy", "onnxruntime"), "sta
          "transformer-onnx": ("numpy", "onnxruntime", "tokenizers"), "ensemble": ("numpy",)}
 
 
+# the engine a backend that cannot be packaged runs on, by the backend's first word
+HARNESS_ENGINES = {"torch": "PyTorch", "torchscript": "PyTorch", "sklearn": "scikit-learn", "native": "its members' "
+                   "PyTorch or scikit-learn", "openvino": "OpenVINO", "ctranslate2": "CTranslate2"}
+
+
 def packageable(family: str, backend: str) -> bool:
     return (family, backend) in WRITERS
+
+
+def why_harness_only(backend: str) -> str:
+    """Why a backend's export cannot leave the harness: the engine it needs, which the package runtime lacks."""
+    engine = HARNESS_ENGINES.get(backend.split("-")[0], "an engine")
+    return f"it needs {engine}; a package runs on ONNX Runtime and numpy only"
 
 
 def write_part(source: Source, folder: PackageFolder) -> dict:
     writer = WRITERS.get((source.family, source.backend))
     if writer is None:
-        raise UserError(f"{source.model}/{source.backend} runs only inside the harness ({source.family} in "
-                        f"{source.backend} needs torch or scikit-learn); package one of its exports instead")
+        raise UserError(f"{source.model}/{source.backend} runs only inside the harness "
+                        f"({why_harness_only(source.backend)}); package another of its exports instead")
     return writer(source, folder)
 
 

@@ -137,8 +137,9 @@ def test_serve_loads_every_export(run, exported, texts):
 def test_package_refuses_them_and_names_what_it_can_package(run, exported):
     from ship.choose import named_variant
     for backend in BACKENDS:
-        with pytest.raises(UserError, match=rf"teacher/{backend} runs only inside the harness.*packageable: "
-                                            r"teacher/onnx"):
+        engine = {"openvino": "OpenVINO", "ctranslate2": "CTranslate2"}[backend.split("-")[0]]
+        with pytest.raises(UserError, match=rf"teacher/{backend} runs only inside the harness \(it needs {engine};"
+                                            r".*packageable: teacher/onnx"):
             named_variant(read_manifest(run.dir), f"teacher/{backend}")
 
 

@@ -253,7 +253,7 @@ def test_a_missing_file_and_a_missing_manifest_are_refused(packaged, tmp_path):
 def test_variants_that_do_not_exist_failed_or_need_the_harness_are_refused_naming_the_packageable(
         run, manifest, capsys, tmp_path):
     for name, problem in [("bilstm-distilled/tflite", "not a variant"), ("bilstm-distilled", "MODEL/BACKEND"),
-                          ("bilstm-distilled/torch", "runs only inside the harness")]:
+                          ("bilstm-distilled/torch", "runs only inside the harness (it needs PyTorch;")]:
         assert cli(run, name, "--out", str(tmp_path / "refused")) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and problem in err[0] and "packageable: " in err[0], err
