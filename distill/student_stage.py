@@ -18,6 +18,7 @@ from . import data as datasets
 from . import students as student_zoo
 from .atomic import atomic_path
 from .catalogue import TRANSFER_MODES, logits_of
+from .config import fingerprint
 from .errors import UserError
 from .metrics import count_params
 
@@ -39,7 +40,18 @@ def student_inputs(run, name: str, mode: str) -> dict:
 
 
 def build_student(run, tmp, inputs, mix=None) -> dict:
-    est, info = train(run, inputs["student"], inputs["mode"], inputs["params"], mix)
+    """The stage's build. A student that takes a `checkpoint` saves its fit in the stage's partial directory, so an
+    interrupted build resumes there (the transformers on the transfer set train for hours on 2 cores)."""
+    name, mode = inputs["student"], inputs["mode"]
+    stage, checkpoint = f"students/{name}-{mode}", None
+    if "checkpoint" in getattr(student_zoo.REGISTRY[name], "fit_extras", ()):
+        checkpoint = run.partial_dir(stage, fingerprint(inputs)) / "checkpoint.pt"
+    try:
+        est, info = train(run, name, mode, inputs["params"], mix, checkpoint=checkpoint)
+    except BaseException:
+        if checkpoint is not None and not checkpoint.exists():   # nothing to resume: leave no trace
+            run.store.remove_partial(stage)
+        raise
     with atomic_path(tmp / "model.joblib") as path:
         joblib.dump(est, path)
     return info
@@ -67,15 +79,19 @@ def student_extras(run) -> dict:
     return extra
 
 
-def train(run, name: str, mode: str, params: dict, mix=None):
+def train(run, name: str, mode: str, params: dict, mix=None, checkpoint=None):
     """Student `name` with `params`, fitted as the stage `students/<name>-<mode>` fits it. `mix(targets, reference)`
-    anneals a student that cannot follow a schedule (`annealed` only). Returns (estimator, stage info)."""
+    anneals a student that cannot follow a schedule (`annealed` only); `checkpoint`: where a student that can saves
+    its fit to resume it. Returns (estimator, stage info)."""
     texts, targets, hard_labels = training_data(run, mode)
     est = new_student(run, name, params)
     info = {"train_texts": len(texts), "annealing": "none"} if mode in TRANSFER_MODES else {}
     if mode == "annealed":
         targets, info["annealing"] = anneal(est, targets, hard_labels, mix)
-    seconds = fit_student(run, est, texts, targets, hard_labels)
+    seconds = fit_student(run, est, texts, targets, hard_labels, checkpoint)
+    if getattr(est, "resumed_from_", None) is not None:
+        info["resumed_from_step"] = est.resumed_from_
+        run.log(f"  students/{name}-{mode}: resumed from its checkpoint at step {est.resumed_from_}")
     return est, {"train_seconds": round(seconds, 2), "params": count_params(est), **info}
 
 
@@ -117,15 +133,17 @@ def new_student(run, name: str, params: dict):
     return est
 
 
-def fit_student(run, est, texts, targets, hard_labels=None) -> float:
-    """Fit, passing the dev split and gold labels to students whose `fit` takes them (`fit_extras`). Returns
-    seconds."""
+def fit_student(run, est, texts, targets, hard_labels=None, checkpoint=None) -> float:
+    """Fit, passing the dev split, gold labels and a checkpoint path to students whose `fit` takes them
+    (`fit_extras`). Returns seconds."""
     accepts = getattr(est, "fit_extras", ())
     fit_kwargs = {}
     if "eval_set" in accepts:
         fit_kwargs["eval_set"] = datasets.texts_labels(run.split(), "dev")
     if hard_labels is not None and "hard_labels" in accepts:
         fit_kwargs["hard_labels"] = hard_labels
+    if checkpoint is not None and "checkpoint" in accepts:
+        fit_kwargs["checkpoint"] = checkpoint
     started = time.time()
     est.fit(texts, targets, **fit_kwargs)
     return time.time() - started

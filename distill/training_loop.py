@@ -2,8 +2,8 @@
 
 `train(job, plan, rng)` owns what they share: epochs of batches drawn from one seeded numpy generator, optimiser
 steps counted to a total, a dev evaluation every `plan.eval_every` steps and at the last, early stopping that keeps
-the weights of the best evaluation, a progress bar, and (for the teacher) a checkpoint at every evaluation from which
-a later call resumes bit for bit. What differs is the job's: how an epoch is cut into steps, what one step does
+the weights of the best evaluation, a progress bar, and checkpoints (at every evaluation, and every so many seconds
+in a long epoch) from which a later call resumes bit for bit. What differs is the job's: how an epoch is cut into steps, what one step does
 (network, loss, optimiser), how the dev set is scored, and what its weights are.
 """
 from __future__ import annotations
@@ -106,13 +106,14 @@ class EarlyStopping:
 
 
 def train(job: Job, plan: Plan, rng: np.random.Generator, *, desc: str, progress: bool = True, leave: bool = False,
-          checkpoint: Path | None = None, resume: dict | None = None, agree=lambda stop: stop,
-          log=None) -> Outcome:
+          checkpoint: Path | None = None, resume: dict | None = None, checkpoint_every: float | None = None,
+          agree=lambda stop: stop, log=None) -> Outcome:
     """Train `job` to `plan`, its batches drawn from `rng`; the best evaluated weights are restored at the end.
 
-    `checkpoint` (a file): saved at every evaluation but the last, with the job's `state_dict()`. `resume`: such a
-    checkpoint, read back (`load_checkpoint`); the job's part goes to its `load_state_dict`, and training goes on
-    from where it was saved. `agree(stop)`: the decision to stop as every
+    `checkpoint` (a file): saved at every evaluation but the last, with the job's `state_dict()`, and also between
+    evaluations once `checkpoint_every` seconds have passed since the last save (None: only at evaluations).
+    `resume`: such a checkpoint, read back (`load_checkpoint`); the job's part goes to its `load_state_dict`, and
+    training goes on from where it was saved. `agree(stop)`: the decision to stop as every
     process should take it (accelerate). `log`: also warn there when steps slow down (`Pace`)."""
     stopper, history = EarlyStopping(plan.patience), []
     at = {"step": 0, "position": 0, "epoch_rng": rng.bit_generator.state, "seconds": 0.0}
@@ -122,6 +123,7 @@ def train(job: Job, plan: Plan, rng: np.random.Generator, *, desc: str, progress
         history, at = list(resume["history"]), dict(resume["at"])
     resumed_from = None if resume is None else at["step"]
     started = time.time() - at["seconds"]
+    last_save = time.time()
     bar = tqdm(total=plan.total, initial=at["step"], desc=desc, disable=not progress, leave=leave)
     pace = None if log is None else Pace(bar.write if progress else log)
     stop = at["step"] >= plan.total
@@ -135,14 +137,17 @@ def train(job: Job, plan: Plan, rng: np.random.Generator, *, desc: str, progress
                 pace.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", dev=f"{stopper.best:.3f}" if history else "not yet")
-            if plan.evaluates_at(at["step"]):
+            evaluated = plan.evaluates_at(at["step"])
+            if evaluated:
                 score = job.score()
                 history.append({"step": at["step"], "score": score, "loss": loss})
                 stop = agree(stopper.update(score, job.snapshot) and at["step"] >= plan.min_steps)
-                if checkpoint is not None and not stop and at["step"] < plan.total:
-                    at.update(position=position + 1, seconds=time.time() - started)
-                    save_checkpoint(checkpoint, {"at": at, "stopper": stopper.state_dict(), "history": history,
-                                                 "job": job.state_dict()})
+            due = evaluated or (checkpoint_every is not None and time.time() - last_save >= checkpoint_every)
+            if checkpoint is not None and due and not stop and at["step"] < plan.total:
+                at.update(position=position + 1, seconds=time.time() - started)
+                save_checkpoint(checkpoint, {"at": at, "stopper": stopper.state_dict(), "history": history,
+                                             "job": job.state_dict()})
+                last_save = time.time()
             if stop or at["step"] >= plan.total:
                 stop = True
                 break

@@ -117,6 +117,31 @@ def test_interrupted_stage_keeps_previous_artifact(root, tiny_teacher_dir, monke
     assert "students/tfidf_lr-baseline: cached" in out and "students/nb-baseline: built" in out
 
 
+def test_an_interrupted_student_resumes_from_its_checkpoint(root, tiny_teacher_dir, monkeypatch, capsys):
+    """Ctrl-C after a torch student's first checkpoint (in its stage's partial directory); the next run resumes that
+    fit at the step it was saved, records it in stage.json and removes the partial directory."""
+    from distill import training_loop as loop
+    from distill.students import BiLSTMClassifier
+    argv = cli_argv(root, tiny_teacher_dir, "--set", "students.bilstm.embedding=random", "--set",
+                    "students.bilstm.hidden=8", "--set", "students.bilstm.epochs=1", students="bilstm")
+    honest_save = loop.save_checkpoint
+
+    def save_then_interrupt(path, state):
+        honest_save(path, state)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(BiLSTMClassifier, "checkpoint_seconds", 0.0)
+    assert main(argv) == 130
+    students = root / "artifacts" / "smoke" / "students"
+    assert (students / ".bilstm-baseline.partial" / "checkpoint.pt").exists()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "students/bilstm-baseline: resumed from its checkpoint at step 1" in capsys.readouterr().out
+    assert json.loads((students / "bilstm-baseline" / "stage.json").read_text())["info"]["resumed_from_step"] == 1
+    assert not (students / ".bilstm-baseline.partial").exists()
+
+
 def test_failing_build_leaves_old_stage_and_no_temp_dir(tmp_path):
     run = Run("p", {}, tmp_path / "artifacts", tmp_path / "reports", progress=False, log=lambda *_: None)
 

@@ -309,6 +309,35 @@ def test_bilstm_early_stopping_keeps_best_dev_state():
     assert np.mean(est.predict(flipped_dev[0]) == flipped_dev[1]) == pytest.approx(est.history_[0])
 
 
+def test_an_interrupted_fit_resumes_from_its_checkpoint_bit_for_bit(tmp_path, monkeypatch):
+    """A fit killed mid-epoch after a time-based checkpoint (here one every step) resumes at that step and ends with
+    the weights and dev history of the fit never interrupted; another fit's checkpoint is not resumed."""
+    from distill import training_loop as loop
+
+    def make(epochs=2):
+        return BiLSTMClassifier(embedding="random", hidden=16, epochs=epochs, batch_size=32, lr=1e-2, progress=False)
+    whole = make().fit(*TRAIN, eval_set=TEST)
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die_at_step_5(path, state):
+        honest_save(path, state)
+        if state["at"]["step"] == 5:    # 8 steps an epoch: mid-epoch, no evaluation due
+            raise Killed
+    honest_save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die_at_step_5)
+    monkeypatch.setattr(BiLSTMClassifier, "checkpoint_seconds", 0.0)
+    checkpoint = tmp_path / "fit.pt"
+    with pytest.raises(Killed):
+        make().fit(*TRAIN, eval_set=TEST, checkpoint=checkpoint)
+    monkeypatch.undo()
+    resumed = make().fit(*TRAIN, eval_set=TEST, checkpoint=checkpoint)
+    assert resumed.resumed_from_ == 5 and resumed.history_ == whole.history_
+    assert np.array_equal(resumed.predict_proba(TEST[0]), whole.predict_proba(TEST[0]))
+    assert make(epochs=1).fit(*TRAIN, eval_set=TEST, checkpoint=checkpoint).resumed_from_ is None
+
+
 def test_bilstm_prediction_does_not_depend_on_batch_neighbours():
     """A text's probabilities must not change with the other texts padded into its batch (batch size 1 vs 8):
     otherwise accuracy and latency of one model differ by batch size, and exports cannot be validated."""

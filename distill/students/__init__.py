@@ -7,7 +7,8 @@ Each student class declares what callers need to know about it, instead of calle
 - `uses_teacher(params)`: whether, with these parameters, it is built from the teacher's model directory (its
   `teacher` parameter; transformer, static, the BiLSTM with the teacher's embeddings); absent means never;
 - `fit_extras`: the keyword arguments its `fit` takes beyond (X, y): `hard_labels` (gold labels beside the teacher's
-  logits, for `loss="mix"` and annealing) and `eval_set` (the dev split, for early stopping); absent means none.
+  logits, for `loss="mix"` and annealing), `eval_set` (the dev split, for early stopping) and `checkpoint` (a file
+  its fit saves itself to and resumes from, in the stage's partial directory); absent means none.
 - `outside_files(params)`: stamps of files outside the run it reads (a local pretrained `base`), which join its
   stage key; absent means none.
 The torch students share one training loop (torch_student.py:TorchStudent). Adding a student is one new file plus

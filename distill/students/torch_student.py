@@ -29,7 +29,7 @@ from torch import nn
 
 from ..batching import length_batches
 from ..losses import student_loss
-from ..training_loop import Plan, torch_threads, train, weights_copy
+from ..training_loop import Plan, load_checkpoint, torch_threads, train, weights_copy
 from .soft import is_soft
 
 # Parameters as annotated attributes: a keyword-only __init__ that stores each argument, and scikit-learn's own
@@ -64,9 +64,12 @@ class TorchStudent(ClassifierMixin, BaseEstimator):
     instead, from the teacher's probabilities to `hard_labels`). `epochs` of `batch_size` texts at learning rate
     `lr`; with `eval_set=(texts, labels)`, a dev evaluation after each epoch, stopping after more than `patience`
     without improvement and keeping the best weights. `class_weights` weight the gold-label cross-entropy;
-    `dev_metric(gold, predicted)` is what early stopping follows (accuracy when None)."""
+    `dev_metric(gold, predicted)` is what early stopping follows (accuracy when None). With `checkpoint` (a file
+    path), the fit saves its state there every `checkpoint_seconds` of training and at each evaluation, and a later
+    fit of the same student on the same data resumes from it bit for bit (`resumed_from_`: the step it resumed at)."""
 
-    fit_extras: ClassVar[tuple] = ("hard_labels", "eval_set")
+    fit_extras: ClassVar[tuple] = ("hard_labels", "eval_set", "checkpoint")
+    checkpoint_seconds: ClassVar[float] = 600.0   # a long fit (a transformer on the transfer set) loses at most this
     train_threads: ClassVar[int | None] = None   # torch threads while training (None: as the process has them)
     clip_norm: ClassVar[float | None] = None     # gradients clipped to this norm (None: not clipped)
 
@@ -83,7 +86,7 @@ class TorchStudent(ClassifierMixin, BaseEstimator):
     class_weights: list | None = None
     dev_metric: Callable | None = None
 
-    def fit(self, X, y, hard_labels=None, eval_set=None):
+    def fit(self, X, y, hard_labels=None, eval_set=None, checkpoint=None):
         with torch_threads(self.train_threads):
             torch.manual_seed(self.seed)
             rng = np.random.default_rng(self.seed)
@@ -99,10 +102,15 @@ class TorchStudent(ClassifierMixin, BaseEstimator):
             parameters = self._trainable(network)
             optimiser, schedule = self._optimiser(parameters, total)
             job = _StudentJob(self, network, inputs, lengths, targets, gold, optimiser, schedule, parameters,
-                              eval_set)
+                              eval_set, total)
             plan = Plan(total, steps_per_epoch if eval_set is not None else 0, self.patience)
-            outcome = train(job, plan, rng, desc=self.family, progress=self.progress)
+            saved = load_checkpoint(checkpoint)
+            if saved is not None and saved["job"].get("fit") != job.fit_shape():
+                saved = None   # another fit's: start over
+            outcome = train(job, plan, rng, desc=self.family, progress=self.progress, checkpoint=checkpoint,
+                            resume=saved, checkpoint_every=self.checkpoint_seconds)
             self.history_ = [h["score"] for h in outcome.history]
+            self.resumed_from_ = outcome.resumed_from
             self._publish(network)
             self._finish(network)
         return self
@@ -144,9 +152,10 @@ class TorchStudent(ClassifierMixin, BaseEstimator):
 class _StudentJob:
     """A student's fit as `training_loop.train` takes it."""
 
-    def __init__(self, student, network, inputs, lengths, targets, gold, optimiser, schedule, parameters, eval_set):
+    def __init__(self, student, network, inputs, lengths, targets, gold, optimiser, schedule, parameters, eval_set,
+                 total):
         self.student, self.network, self.inputs, self.lengths = student, network, inputs, lengths
-        self.targets, self.gold, self.eval_set = targets, gold, eval_set
+        self.targets, self.gold, self.eval_set, self.total = targets, gold, eval_set, total
         self.optimiser, self.schedule, self.parameters = optimiser, schedule, parameters
 
     def epoch(self, rng):
@@ -175,3 +184,20 @@ class _StudentJob:
 
     def restore(self, snapshot: dict) -> None:
         self.network.load_state_dict(snapshot)
+
+    def fit_shape(self) -> dict:
+        """What a checkpoint must share with this fit to resume it."""
+        return {"student": type(self.student).__name__, "texts": len(self.lengths), "steps": self.total}
+
+    def state_dict(self) -> dict:
+        return {"fit": self.fit_shape(), "network": self.network.state_dict(),
+                "optimiser": self.optimiser.state_dict(),
+                "schedule": None if self.schedule is None else self.schedule.state_dict(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
