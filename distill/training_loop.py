@@ -3,8 +3,8 @@
 `train(job, plan, rng)` owns what they share: epochs of batches drawn from one seeded numpy generator, optimiser
 steps counted to a total, a dev evaluation every `plan.eval_every` steps and at the last, early stopping that keeps
 the weights of the best evaluation, a progress bar, and checkpoints (at every evaluation, and every so many seconds
-in a long epoch) from which a later call resumes bit for bit. What differs is the job's: how an epoch is cut into steps, what one step does
-(network, loss, optimiser), how the dev set is scored, and what its weights are.
+in a long epoch) from which a later call resumes bit for bit. What differs is the job's: how an epoch is cut into
+steps, what one step does (network, loss, optimiser), how the dev set is scored, and what its weights are.
 """
 from __future__ import annotations
 
