@@ -3,11 +3,13 @@ transfer set in the teacher's place, once it agrees with the teacher closely eno
 
     [labelling]
     assistant = ""                  # "" (off) | auto | a transformer student trained on the split
+    assistant_candidates = []       # the students auto tries ([] = every transformer student trained)
     assistant_agreement = 0.9       # least argmax agreement with the teacher on the validation texts
     assistant_tolerance = 1.0       # largest mean |logit - logit_teacher| there
 
 The cached stage `assistant` (after its students, before `transfer`) exports each candidate, the named student or,
-for auto, the distilled twin of every transformer-family student of the profile, to the transformer family's
+for auto, the distilled twin of every transformer-family student of the profile (or of those
+`assistant_candidates` names), to the transformer family's
 labelling backends in the one registry (distill/families: auto's `auto_labellers`, or the one `labelling.backend`
 names), runs each on the first `validation_texts` dev texts and compares its logits with the teacher's in PyTorch
 (the soft labels' reference). A trial passes when both thresholds hold. A named assistant takes its fastest passing
@@ -41,13 +43,20 @@ def enabled(cfg: dict) -> bool:
 
 def candidates(cfg: dict) -> list[str] | None:
     """The model ids the `assistant` stage tries (None when the profile asks for no assistant): the named one, or for
-    auto the distilled twin of each transformer-family student among `students.names` and `ablation.students`."""
+    auto the distilled twin of each transformer-family student among `students.names` and `ablation.students` (of
+    those `assistant_candidates` names, when it names any). The stage's key hashes this list, not the setting."""
     if not enabled(cfg):
         return None
     choice = cfg["labelling"]["assistant"]
     if choice != "auto":
         return [choice]
-    names = dict.fromkeys([*cfg["students"]["names"], *cfg.get("ablation", {}).get("students", [])])
+    trained = dict.fromkeys([*cfg["students"]["names"], *cfg.get("ablation", {}).get("students", [])])
+    chosen = cfg["labelling"].get("assistant_candidates") or []
+    untrained = [n for n in chosen if n not in trained]
+    if untrained:
+        raise UserError(f"labelling.assistant_candidates names {', '.join(untrained)}, which this profile does not "
+                        "train; add it to [students] names or take it out of assistant_candidates")
+    names = [n for n in trained if not chosen or n in chosen]
     return [f"{n}-distilled" for n in names if getattr(student_zoo.REGISTRY.get(n), "family", None) == TEACHER_FAMILY]
 
 

@@ -53,8 +53,8 @@ TEACHER = FAMILIES[TEACHER_FAMILY]   # the labeller's candidates are the teacher
 TORCH_MARGIN = 1.25
 ENGINE_KEYS = ("engine", "shard_size", "actors")   # where the logits are computed: not in the labeller's key
 # The teacher assistant's settings (distill/assistant.py) choose who labels the transfer set, not the teacher's form.
-ASSISTANT_KEYS = ("assistant", "assistant_agreement", "assistant_tolerance", "assistant_compare",
-                  "assistant_compare_student")
+ASSISTANT_KEYS = ("assistant", "assistant_candidates", "assistant_agreement", "assistant_tolerance",
+                  "assistant_compare", "assistant_compare_student")
 
 
 def settings(cfg: dict) -> dict:

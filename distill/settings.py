@@ -116,6 +116,7 @@ class Labelling(Section):
     shard_size: AtLeastOne
     actors: Count
     assistant: Annotated[str, AfterValidator(assistant_model)]
+    assistant_candidates: list[str]
     assistant_agreement: Fraction
     assistant_tolerance: NonNegative
     assistant_compare: Count
@@ -125,6 +126,18 @@ class Labelling(Section):
     @classmethod
     def registered(cls, name, info):
         return _registered([name], "labelling", info.field_name)[0]
+
+    @field_validator("assistant_candidates")
+    @classmethod
+    def transformer_students(cls, names, info):
+        from .families.registry import TEACHER_FAMILY
+        transformers = [n for n, c in _students().REGISTRY.items() if getattr(c, "family", None) == TEACHER_FAMILY]
+        others = [n for n in _registered(names, "labelling", info.field_name) if n not in transformers]
+        if others:
+            raise PydanticCustomError("user", "labelling.assistant_candidates names {others}, not a transformer "
+                                      "student; choose from {choices}",
+                                      {"others": ", ".join(others), "choices": ", ".join(transformers)})
+        return names
 
 
 class Transfer(Section):

@@ -106,8 +106,8 @@ def profile_page(directory: Path) -> str:
         parts += ["## Accuracy of the spine", "`make distill`: test split, 95% bootstrap intervals.",
                   accuracy_table(accuracy)]
     if ablation is not None:
-        parts += ["## Ablation", "`make ablation`: test accuracy; the gain is the best variant's against the hard "
-                  "twin, with a paired bootstrap 95% CI.", ablation_table(ablation),
+        parts += ["## Ablation", "`make ablation`: test accuracy; the gain is the best distilled variant's against "
+                  "the hard twin, with a paired bootstrap 95% CI.", ablation_table(ablation),
                   "The static student per variant:", static_table(ablation)]
     return "\n\n".join(parts + timings_sections(directory) + files_section(directory)) + "\n"
 

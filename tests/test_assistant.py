@@ -151,3 +151,18 @@ def test_the_default_profile_asks_for_no_assistant_and_a_bad_one_is_refused():
         apply_overrides(profile, ['labelling.assistant="bilstm-distilled"'])
     with pytest.raises(UserError, match="not 'transformer-augmented'"):   # trained on the set it would label
         apply_overrides(profile, ['labelling.assistant="transformer-augmented"'])
+
+
+def test_assistant_candidates_narrows_what_auto_tries_and_only_that_list_joins_the_key():
+    auto = apply_overrides(load_profile("default"), ['labelling.assistant="auto"',
+                                                    'students.names=["nb", "transformer", "transformer_deep"]'])
+    assert assistant.candidates(auto) == ["transformer-distilled", "transformer_deep-distilled"]
+    narrowed = apply_overrides(auto, ['labelling.assistant_candidates=["transformer"]'])
+    assert assistant.candidates(narrowed) == ["transformer-distilled"]
+    # the setting shapes the candidates, whose stage keys the assistant's key hashes: it is not hashed itself
+    assert "assistant_candidates" not in assistant.CHECKED
+    assert "assistant_candidates" in labelling.ASSISTANT_KEYS   # nor in the teacher labeller's key
+    with pytest.raises(UserError, match="names transformer_small, which this profile does not train"):
+        assistant.candidates(apply_overrides(auto, ['labelling.assistant_candidates=["transformer_small"]']))
+    with pytest.raises(UserError, match="labelling.assistant_candidates names bilstm, not a transformer student"):
+        apply_overrides(auto, ['labelling.assistant_candidates=["bilstm"]'])

@@ -114,11 +114,15 @@ def test_the_verdict_comes_from_summary_json_when_it_holds_one():
 
 
 def test_the_ablation_table_follows_the_runs_metric():
-    rows = [("hard", 0.70, 0.0), ("soft", 0.74, 0.04)]
-    ablation = pd.DataFrame([{"student": "bilstm", "variant": v, "metric": "macro_f1", "score": f1,
+    rows = [("bilstm", "hard", 0.70, 0.0), ("bilstm", "soft", 0.74, 0.04), ("bilstm", "soft+aug", 0.72, 0.02),
+            ("transformer", "hard", 0.86, 0.0), ("transformer", "soft", 0.85, -0.01)]
+    ablation = pd.DataFrame([{"student": s, "variant": v, "metric": "macro_f1", "score": f1,
                               "score_low": f1 - 0.02, "score_high": f1 + 0.02, "accuracy": 0.9, "gain_vs_hard": gain,
                               "gain_ci_low": gain - 0.01, "gain_ci_high": gain + 0.01, "train_texts": 100}
-                             for v, f1, gain in rows])
+                             for s, v, f1, gain in rows])
     table = results_tables.ablation_table(ablation)
-    assert "best macro_f1 gain vs hard" in table and "|   0.74 |" in table and "+4.00 [+3.00, +5.00]" in table
-    assert "macro_f1 [95% CI]" in results_tables.static_table(ablation.assign(student="static"))
+    assert "best distilled variant's macro_f1 gain vs hard" in table and "|   0.74 |" in table
+    assert "+4.00 [+3.00, +5.00] (soft)" in table
+    assert "-1.00 [-2.00, +0.00] (soft)" in table   # the hard twin is best: the distilled variants' loss, not +0
+    assert "macro_f1 [95% CI]" in results_tables.static_table(ablation[ablation["student"] == "bilstm"].assign(
+        student="static"))

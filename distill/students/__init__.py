@@ -15,11 +15,11 @@ The torch students share one training loop (torch_student.py:TorchStudent). Addi
 one line in REGISTRY: docs/add-a-student.md.
 
 One class may sit under several names, each its own student with its own [students.<name>] and [ablation.<name>]
-tables, stage keys and models: `transformer`, `transformer_small` and `small_encoder` are all TransformerClassifier,
-told apart by the values configs/default.toml gives their tables (a deeper and a shallower cut of the teacher, a
-pretrained MiniLM-L6). Another depth is one more line here, `"transformer_half": TransformerClassifier`, and its
-table in configs/default.toml, `[students.transformer_half]` with `layers = 6` (DistilBERT's half of a 12-layer
-teacher); list it in `[students] names` or `[ablation] students` to train it.
+tables, stage keys and models: `transformer_deep`, `transformer`, `transformer_small` and `small_encoder` are all
+TransformerClassifier, told apart by the values configs/default.toml gives their tables (three depths of cut from the
+teacher, a pretrained MiniLM-L6). Another depth is one more line here, `"transformer_half": TransformerClassifier`,
+and its table in configs/default.toml, `[students.transformer_half]` with `layers = 6` (DistilBERT's half of a
+12-layer teacher); list it in `[students] names` or `[ablation] students` to train it.
 """
 from ..errors import UserError, did_you_mean
 from .bilstm import BiLSTMClassifier
@@ -36,6 +36,7 @@ REGISTRY = {
     "transformer": TransformerClassifier,
     "transformer_small": TransformerClassifier,
     "small_encoder": TransformerClassifier,
+    "transformer_deep": TransformerClassifier,
     "born_again": BornAgainClassifier,
     "static": StaticEmbeddingClassifier,
 }
