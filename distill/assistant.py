@@ -8,14 +8,14 @@ transfer set in the teacher's place, once it agrees with the teacher closely eno
     assistant_tolerance = 1.0       # largest mean |logit - logit_teacher| there
 
 The cached stage `assistant` (after its students, before `transfer`) exports each candidate, the named student or,
-for auto, the distilled twin of every transformer-family student of the profile (or of those
-`assistant_candidates` names), to the transformer family's
-labelling backends in the one registry (distill/families: auto's `auto_labellers`, or the one `labelling.backend`
-names), runs each on the first `validation_texts` dev texts and compares its logits with the teacher's in PyTorch
-(the soft labels' reference). A trial passes when both thresholds hold. A named assistant takes its fastest passing
-export and is an error when none passes; auto takes the fastest passing export of any candidate that also labels
-faster than the teacher's own labeller (timed on the same texts), else the teacher labels. The stage keeps the
-chosen export and records every trial; `transfer` labels with it (distill/transfer.py).
+for auto, the distilled twin of every transformer-family student of the profile (or of those `assistant_candidates`
+names), to the transformer family's labelling backends in the one registry (distill/families: auto's
+`auto_labellers`, or the one `labelling.backend` names), runs each on the first `validation_texts` dev texts and
+compares its logits with the teacher's in PyTorch (the soft labels' reference). A trial passes when both thresholds
+hold. A named assistant takes its fastest passing export and is an error when none passes; auto takes the fastest
+passing export of any candidate that also labels faster than the teacher's own labeller (timed on the same texts),
+else the teacher labels. The stage keeps the chosen export and records every trial; `transfer` labels with it
+(distill/transfer.py).
 """
 from __future__ import annotations
 
