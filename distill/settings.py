@@ -91,16 +91,20 @@ def labelling_backend(value: str) -> str:
     return value
 
 
+def transformer_students() -> list[str]:
+    """The registered students of the teacher's family: the ones that can be its assistant."""
+    from .families.registry import TEACHER_FAMILY
+    return [n for n, cls in _students().REGISTRY.items() if getattr(cls, "family", None) == TEACHER_FAMILY]
+
+
 def assistant_model(value: str) -> str:
     """The teacher assistant (distill/assistant.py): "" (none), "auto", or a transformer-family student trained on
     the split, by its model id (`transformer-distilled`): one trained on the transfer set cannot label it."""
-    from .families.registry import TEACHER_FAMILY
     if value in ("", "auto"):
         return value
     name, _, mode = value.rpartition("-")
-    registry = _students().REGISTRY
-    if getattr(registry.get(name), "family", None) != TEACHER_FAMILY or mode not in ("baseline", "distilled"):
-        names = [n for n, cls in registry.items() if getattr(cls, "family", None) == TEACHER_FAMILY]
+    names = transformer_students()
+    if name not in names or mode not in ("baseline", "distilled"):
         raise PydanticCustomError("user", "labelling.assistant must be \"\", \"auto\" or a transformer student "
                                   "trained on the split ({choices}), not '{value}'",
                                   {"choices": ", ".join(f"{n}-distilled" for n in names), "value": value})
@@ -129,9 +133,8 @@ class Labelling(Section):
 
     @field_validator("assistant_candidates")
     @classmethod
-    def transformer_students(cls, names, info):
-        from .families.registry import TEACHER_FAMILY
-        transformers = [n for n, c in _students().REGISTRY.items() if getattr(c, "family", None) == TEACHER_FAMILY]
+    def of_the_teachers_family(cls, names, info):
+        transformers = transformer_students()
         others = [n for n in _registered(names, "labelling", info.field_name) if n not in transformers]
         if others:
             raise PydanticCustomError("user", "labelling.assistant_candidates names {others}, not a transformer "
