@@ -187,7 +187,8 @@ def _registered(names: list[str], section: str, key: str) -> list[str]:
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise PydanticCustomError("user", "unknown student(s) {unknown} in {where}; choose from {known}",
-                                  {"unknown": ", ".join(unknown), "where": f"{section}.{key}",
+                                  {"unknown": ", ".join(n if n.isprintable() else repr(n) for n in unknown),
+                                   "where": f"{section}.{key}",
                                    "known": ", ".join(registry)})
     return names
 
