@@ -134,8 +134,9 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
     split = run.split()
     texts, gold = datasets.texts_labels(split, "test")
     teacher_probs = softmax(logits_of(run.soft_labels(), "test").astype(np.float64))
-    # Exporters trace on the first few; int8 calibrates on them all: training text, never the text it is scored on.
-    sample = datasets.texts_labels(split, "train")[0][:CALIBRATION_TEXTS]
+    # Exporters trace on the first few; int8 calibrates on them: training text, never the text it is scored on.
+    n_calibration = run.cfg["export"]["calibration_texts"]
+    sample = datasets.texts_labels(split, "train")[0][:n_calibration]
     models = {m: e for m, e in run.models().items() if not models_filter or m in models_filter}
     skip = run.cfg.get("export", {}).get("skip", [])
     plan = export_plan(models, backends_filter, skip)
@@ -155,10 +156,13 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
                   "eval": run.cfg["eval"]}   # the metric and bootstrap its scores are computed with
         if exported is not None and exported.version > 1:   # version 1 keeps the keys exports had before versions
             inputs["backend_version"] = exported.version
+        if calibration_changes(exported, n_calibration):
+            inputs["calibration_texts"] = n_calibration
 
         def build(tmp, model_id=model_id, estimator=estimator, backend=backend, native=native, exported=exported):
             if exported is not None:
-                labelled_with = run.labeller_export(backend) if model_id == "teacher" else None
+                labelled_with = (run.labeller_export(backend) if model_id == "teacher"
+                                 and not calibration_changes(exported, n_calibration) else None)
                 if labelled_with is not None:  # the labeller made this very export already
                     shutil.copytree(labelled_with, tmp, dirs_exist_ok=True)
                 else:
@@ -192,6 +196,14 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
         entries = [v.row() for v in read_manifest(run.dir).variants if (v.model, v.backend) not in done] + entries
     write_manifest(run.dir, Manifest(profile=run.profile, variants=entries, gpu_skip_reason=reason))
     return entries
+
+
+def calibration_changes(exported, n_calibration: int) -> bool:
+    """Whether `n_calibration` texts give this backend another export than the CALIBRATION_TEXTS the labeller and
+    every earlier export calibrated on (so it joins the key, which otherwise stays what it was)."""
+    if exported is None or not exported.lossy or n_calibration == CALIBRATION_TEXTS:
+        return False
+    return exported.calibrated or n_calibration < CALIBRATION_TEXTS
 
 
 def run_params(run: Run, model_id: str, estimator) -> int:

@@ -33,12 +33,13 @@ def outlier_channels(absmax: np.ndarray, factor: float = OUTLIER_FACTOR, cap: in
     return np.sort(largest[absmax[largest] > factor * np.median(absmax)])
 
 
-def require_texts(texts) -> list[str]:
+def require_texts(texts, limit: int | None = CALIBRATION_TEXTS) -> list[str]:
+    """The first `limit` non-empty texts (all of them for None); none at all is the caller's error."""
     texts = [t for t in (texts or []) if t]
     if not texts:
         raise UserError("int8 calibration needs sample texts from the training split and got none; "
                         "give the exporter training texts")
-    return texts[:CALIBRATION_TEXTS]
+    return texts[:limit]
 
 
 def calibration_feeds(tokenizer, texts, input_names, max_length: int = CALIBRATION_MAX_LENGTH) -> list[dict]:

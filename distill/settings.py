@@ -167,6 +167,7 @@ class Transfer(Section):
 
 class Export(Section):
     skip: list[str]   # family/backend pairs
+    calibration_texts: PositiveInt
 
 
 class Eval(Section):

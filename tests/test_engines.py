@@ -9,6 +9,7 @@ An engine that is not installed is skipped with the reason. The other tests leav
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
@@ -19,10 +20,12 @@ import pytest
 from bench.export import export_all
 from bench.zoo import load_variant
 from distill import data as datasets
+from distill.config import apply_overrides
 from distill.errors import UserError
 from distill.families import FAMILIES
 from distill.families.manifest import read_manifest
 from distill.families.registry import BROKEN, FP32, INT8
+from distill.int8_onnx import CALIBRATION_TEXTS
 from distill.pipeline import Run
 from tests.conftest import tiny_config
 
@@ -147,3 +150,30 @@ def test_the_other_tests_leave_them_out():
     from tests.conftest import TINY_OVERRIDES
     skipped = json.loads(next(o for o in TINY_OVERRIDES if o.startswith("export.skip=")).split("=", 1)[1])
     assert {f"transformer/{b}" for engine in ENGINES.values() for b in engine[1]} <= set(skipped)
+
+
+@pytest.mark.skipif("openvino" not in INSTALLED, reason="openvino is not installed")
+def test_calibration_texts_is_how_many_training_texts_openvino_int8_calibrates_on(run, exported, monkeypatch):
+    """[export] calibration_texts: NNCF observes OpenVINO int8's activation ranges on all of them, so a new count
+    re-exports it on that many; ONNX Runtime int8 reads only the first CALIBRATION_TEXTS, so its export stays cached.
+    (Last in this module: it replaces the run's OpenVINO int8 export.)"""
+    backends = FAMILIES["transformer"].backends
+    calibrated_on = {}
+    for name in ("openvino-int8", "onnx-int8"):
+        def spy(source, out, sample_texts, real=backends[name].export, name=name):
+            calibrated_on[name] = len(sample_texts)
+            return real(source, out, sample_texts)
+        monkeypatch.setitem(backends, name, dataclasses.replace(backends[name], export=spy))
+    quiet = dict(models_filter=["teacher"], log=lambda *_: None, progress=False)
+    export_all(run, backends_filter=["onnx-int8"], **quiet)
+    n_train = len(datasets.texts_labels(run.split(), "train")[0])
+    assert n_train > CALIBRATION_TEXTS
+    cfg = apply_overrides(run.cfg, [f"export.calibration_texts={n_train}"])
+    recalibrated = Run(run.profile, cfg, run.dir.parent, run.reports.parent, progress=False, log=lambda *_: None)
+    calibrated_on.clear()
+    entries = export_all(recalibrated, backends_filter=["onnx-int8", "openvino-int8"], **quiet)
+    assert all(e["status"] == "ok" for e in entries), entries
+    assert calibrated_on == {"openvino-int8": n_train}
+    calibrated_on.clear()
+    export_all(recalibrated, backends_filter=["openvino-int8"], **quiet)
+    assert calibrated_on == {}   # cached under the new count

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
+from ..int8_onnx import require_texts
 from ..teacher_onnx import OnnxLogits, hf_dir
 from .predictor import Predictor
 from .registry import INT8, TEACHER_FAMILY, Backend, add_backend
@@ -80,11 +81,12 @@ def export_openvino_half(source, out, sample_texts):
 
 def export_openvino_int8(source, out, sample_texts):
     """The fp32 IR quantised by NNCF: int8 weights (one scale per output channel) and activations (ranges observed
-    on `sample_texts`, one at a time), with NNCF's transformer rules (SmoothQuant; softmax, layer norm and the
-    attention-mask arithmetic left in float)."""
+    on all of `sample_texts`, one at a time: [export] calibration_texts of them), with NNCF's transformer rules
+    (SmoothQuant; softmax, layer norm and the attention-mask arithmetic left in float)."""
     import nncf
     import openvino as ov
     from transformers import AutoTokenizer
+    sample_texts = require_texts(sample_texts, limit=None)
     export_openvino(source, out, sample_texts)
     xml = Path(out) / MODEL_XML
     model = ov.Core().read_model(str(xml))
@@ -143,5 +145,5 @@ for backend in (
         Backend("openvino-bf16", export_openvino_half, partial(load_openvino, precision="bf16"), BF16, lossy=True,
                 logits=partial(OpenVINOLogits, precision="bf16"), auto_labeller=True),
         Backend("openvino-int8", export_openvino_int8, load_openvino, INT8, lossy=True, logits=OpenVINOLogits,
-                auto_labeller=True)):
+                auto_labeller=True, calibrated=True)):
     add_backend(TEACHER_FAMILY, backend)

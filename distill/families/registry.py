@@ -33,7 +33,9 @@ class Backend:
     """An exported form of a family: `export(source, out_dir, sample_texts)` writes the files,
     `load(out_dir, ctx) -> Predictor` reads them back; `tolerance` and `lossy` are its drift rule (`verdict`).
     `logits(out_dir)`, where set, reads a teacher's export as `fn(texts, max_length, batch_size, progress) -> logits`:
-    the labeller may run this backend; `auto_labeller` makes it one that labelling.backend = "auto" tries."""
+    the labeller may run this backend; `auto_labeller` makes it one that labelling.backend = "auto" tries.
+    `calibrated`: its exporter calibrates on every sample text it is given, so how many ([export] calibration_texts)
+    joins its exports' keys; the others read at most the first CALIBRATION_TEXTS (distill/int8_onnx.py)."""
     name: str
     export: Callable
     load: Callable
@@ -42,6 +44,7 @@ class Backend:
     logits: Callable | None = None
     version: int = 1   # raised when the exporter's output changes: its cached exports (and labellers) are redone
     auto_labeller: bool = False
+    calibrated: bool = False
 
     def verdict(self, max_abs_diff: float, agreement: float) -> str:
         return drift_verdict(max_abs_diff, agreement, self.tolerance, self.lossy)
