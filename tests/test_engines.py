@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.export import export_all
@@ -150,6 +151,40 @@ def test_the_other_tests_leave_them_out():
     from tests.conftest import TINY_OVERRIDES
     skipped = json.loads(next(o for o in TINY_OVERRIDES if o.startswith("export.skip=")).split("=", 1)[1])
     assert {f"transformer/{b}" for engine in ENGINES.values() for b in engine[1]} <= set(skipped)
+
+
+@pytest.mark.skipif("openvino" not in INSTALLED, reason="openvino is not installed")
+def test_the_int8_study_keeps_the_ffn_layers_it_names_in_fp32(run, exported, tmp_path):
+    """scripts/openvino_int8_study.py: each recipe quantised by the backend's own path, the FFN down-projections it
+    names left unquantised (their input is fed by no FakeQuantize), scored and timed beside fp32."""
+    from transformers import AutoTokenizer
+
+    from distill.families.openvino import MODEL_XML, ffn_down_projections, quantize_ir
+    from scripts.openvino_int8_study import main
+    export = run.dir / "export" / "teacher" / "openvino"
+    xml = export / MODEL_XML
+    down = ffn_down_projections(xml)
+    assert len(down) == json.loads((export / "config.json").read_text())["num_hidden_layers"]
+
+    def quantised_inputs(model):
+        ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+        return [ops[name].input_value(0).get_node().get_type_name() == "FakeQuantize" for name in down]
+
+    texts = datasets.texts_labels(run.split(), "train")[0][:16]
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    assert all(quantised_inputs(quantize_ir(xml, tokenizer, texts)))
+    assert quantised_inputs(quantize_ir(xml, tokenizer, texts, (down[0],))) == [False] + [True] * (len(down) - 1)
+
+    table = tmp_path / "recipes.csv"
+    assert main([str(export), "--split", str(run.dir / "data" / "split.parquet"), "--recipe", "16",
+                 "--recipe", "16:ffn-down=0", "--timing-texts", "4", "--passes", "1", "--csv", str(table)]) == 0
+    rows = {r["recipe"]: r for r in pd.read_csv(table, keep_default_na=False).to_dict("records")}
+    assert list(rows) == ["fp32", "16", "16:ffn-down=0"]
+    assert rows["fp32"]["agreement_with_fp32"] == 1.0
+    assert rows["16:ffn-down=0"]["fp32_ffn_down"] == "layers 0" and rows["16"]["calibration_texts"] == "16"
+    assert all(0 < r["batch1_model_ms_median"] and 0 <= r["test_accuracy"] <= 1 for r in rows.values())
+    assert main([str(export), "--split", str(run.dir / "data" / "split.parquet"),
+                 "--recipe", f"16:ffn-down={len(down)}"]) == 2   # no such layer: one error line
 
 
 @pytest.mark.skipif("openvino" not in INSTALLED, reason="openvino is not installed")

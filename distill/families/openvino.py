@@ -80,24 +80,36 @@ def export_openvino_half(source, out, sample_texts):
 
 
 def export_openvino_int8(source, out, sample_texts):
-    """The fp32 IR quantised by NNCF: int8 weights (one scale per output channel) and activations (ranges observed
-    on all of `sample_texts`, one at a time: [export] calibration_texts of them), with NNCF's transformer rules
-    (SmoothQuant; softmax, layer norm and the attention-mask arithmetic left in float)."""
-    import nncf
-    import openvino as ov
+    """The fp32 IR quantised by `quantize_ir` on all of `sample_texts` ([export] calibration_texts of them)."""
     from transformers import AutoTokenizer
     sample_texts = require_texts(sample_texts, limit=None)
     export_openvino(source, out, sample_texts)
     xml = Path(out) / MODEL_XML
+    _replace(xml, quantize_ir(xml, AutoTokenizer.from_pretrained(out), sample_texts))
+
+
+def quantize_ir(xml: Path, tokenizer, texts: list[str], keep_fp32: tuple[str, ...] = ()):
+    """The IR at `xml` quantised by NNCF: int8 weights (one scale per output channel) and activations (ranges
+    observed on `texts`, one at a time), with NNCF's transformer rules (SmoothQuant; softmax, layer norm and the
+    attention-mask arithmetic left in float); the ops named in `keep_fp32` stay in float (scripts/openvino_int8_study.py)."""
+    import nncf
+    import openvino as ov
     model = ov.Core().read_model(str(xml))
     names = {i.get_any_name() for i in model.inputs}
-    tokenizer = AutoTokenizer.from_pretrained(out)
     feeds = [{k: v.astype(np.int64) for k, v in tokenizer([text], truncation=True, return_tensors="np").items()
-              if k in names} for text in sample_texts]
+              if k in names} for text in texts]
+    ignored = {"ignored_scope": nncf.IgnoredScope(names=list(keep_fp32))} if keep_fp32 else {}
     with contextlib.redirect_stdout(io.StringIO()):   # NNCF's progress bars, which no setting turns off
-        quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(feeds))
-    _replace(xml, quantized)
+        return nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                             subset_size=len(feeds), **ignored)
+
+
+def ffn_down_projections(xml: Path) -> list[str]:
+    """The MatMuls fed by a GELU (each layer's FFN down-projection, whose input carries the outlier channels:
+    docs/int8.md), in layer order."""
+    import openvino as ov
+    return [op.get_friendly_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+            if op.get_type_name() == "MatMul" and op.input_value(0).get_node().get_type_name() == "Gelu"]
 
 
 def _replace(xml: Path, model, compress_to_fp16=False) -> None:
