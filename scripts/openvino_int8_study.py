@@ -104,7 +104,8 @@ def fp32_scope(layers) -> str:
 @one_line_errors
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("export", type=Path, help="an openvino (fp32) export directory: artifacts/<run>/export/<model>/openvino")
+    p.add_argument("export", type=Path,
+                   help="an openvino (fp32) export directory: artifacts/<run>/export/<model>/openvino")
     p.add_argument("--split", required=True, type=Path, help="the run's data/split.parquet (text, label, split)")
     p.add_argument("--recipe", action="append", required=True, help="TEXTS[:ffn-down[=LAYERS]]; repeat for several")
     p.add_argument("--csv", type=Path, help="write the table here (default: print it)")

@@ -91,7 +91,8 @@ def export_openvino_int8(source, out, sample_texts):
 def quantize_ir(xml: Path, tokenizer, texts: list[str], keep_fp32: tuple[str, ...] = ()):
     """The IR at `xml` quantised by NNCF: int8 weights (one scale per output channel) and activations (ranges
     observed on `texts`, one at a time), with NNCF's transformer rules (SmoothQuant; softmax, layer norm and the
-    attention-mask arithmetic left in float); the ops named in `keep_fp32` stay in float (scripts/openvino_int8_study.py)."""
+    attention-mask arithmetic left in float); the ops named in `keep_fp32` stay in float
+    (scripts/openvino_int8_study.py tries that on the FFN down-projections)."""
     import nncf
     import openvino as ov
     model = ov.Core().read_model(str(xml))
