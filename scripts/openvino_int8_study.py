@@ -51,7 +51,7 @@ def kept_fp32(xml: Path, layers: tuple[int, ...] | None) -> tuple[str, ...]:
     if layers is None:
         return ()
     down = ffn_down_projections(xml)
-    if any(i >= len(down) for i in layers):
+    if any(not 0 <= i < len(down) for i in layers):
         raise UserError(f"the model has {len(down)} FFN layers (0-{len(down) - 1}); the recipe names {layers}")
     return tuple(down if not layers else [down[i] for i in layers])
 
@@ -63,19 +63,19 @@ def run(export: Path, split: pd.DataFrame, recipes: list[str], timing_texts: int
     xml = export / MODEL_XML
     train = split[split["split"] == "train"]["text"].tolist()
     test = split[split["split"] == "test"]
+    planned = {recipe: parse_recipe(recipe) for recipe in recipes}   # every recipe checked before the slow part
+    planned = {recipe: (texts, layers, kept_fp32(xml, layers)) for recipe, (texts, layers) in planned.items()}
     variants = {"fp32": (None, None, xml)}
     with tempfile.TemporaryDirectory(prefix="ov-int8-study-") as tmp:
-        for recipe in recipes:
-            texts, layers = parse_recipe(recipe)
+        for recipe, (texts, layers, keep) in planned.items():
             started = time.perf_counter()
-            quantized = quantize_ir(xml, tokenizer, train[:texts], kept_fp32(xml, layers))
             path = Path(tmp) / f"{len(variants)}.xml"
-            ov.save_model(quantized, str(path))
+            ov.save_model(quantize_ir(xml, tokenizer, train[:texts], keep), str(path))
             print(f"{recipe}: quantised in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             variants[recipe] = (texts, layers, path)
-        requests = {name: compile_model(path, "f32", threads).create_infer_request()
-                    for name, (_, _, path) in variants.items()}
-        inputs = {i.get_any_name() for i in compile_model(xml, "f32", threads).inputs}
+        compiled = {name: compile_model(path, "f32", threads) for name, (_, _, path) in variants.items()}
+        requests = {name: model.create_infer_request() for name, model in compiled.items()}
+        inputs = {i.get_any_name() for i in compiled["fp32"].inputs}
         feeds = [{k: v.astype(np.int64) for k, v in tokenizer([t], truncation=True, max_length=MAX_LENGTH,
                                                               return_tensors="np").items() if k in inputs}
                  for t in test["text"]]
