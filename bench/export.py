@@ -156,13 +156,14 @@ def export_all(run: Run, models_filter=None, log=print, progress=True, backends_
                   "eval": run.cfg["eval"]}   # the metric and bootstrap its scores are computed with
         if exported is not None and exported.version > 1:   # version 1 keeps the keys exports had before versions
             inputs["backend_version"] = exported.version
-        if calibration_changes(exported, n_calibration):
+        recalibrated = calibration_changes(exported, n_calibration)
+        if recalibrated:
             inputs["calibration_texts"] = n_calibration
 
-        def build(tmp, model_id=model_id, estimator=estimator, backend=backend, native=native, exported=exported):
+        def build(tmp, model_id=model_id, estimator=estimator, backend=backend, native=native, exported=exported,
+                  recalibrated=recalibrated):
             if exported is not None:
-                labelled_with = (run.labeller_export(backend) if model_id == "teacher"
-                                 and not calibration_changes(exported, n_calibration) else None)
+                labelled_with = run.labeller_export(backend) if model_id == "teacher" and not recalibrated else None
                 if labelled_with is not None:  # the labeller made this very export already
                     shutil.copytree(labelled_with, tmp, dirs_exist_ok=True)
                 else:
