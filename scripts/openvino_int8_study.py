@@ -57,7 +57,6 @@ def kept_fp32(xml: Path, layers: tuple[int, ...] | None) -> tuple[str, ...]:
 
 
 def run(export: Path, split: pd.DataFrame, recipes: list[str], timing_texts: int, passes: int, threads: int):
-    import openvino as ov
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(export)
     xml = export / MODEL_XML
@@ -69,8 +68,7 @@ def run(export: Path, split: pd.DataFrame, recipes: list[str], timing_texts: int
     with tempfile.TemporaryDirectory(prefix="ov-int8-study-") as tmp:
         for recipe, (texts, layers, keep) in planned.items():
             started = time.perf_counter()
-            path = Path(tmp) / f"{len(variants)}.xml"
-            ov.save_model(quantize_ir(xml, tokenizer, train[:texts], keep), str(path))
+            path = quantize_ir(xml, tokenizer, train[:texts], Path(tmp) / f"{len(variants)}.xml", keep)
             print(f"{recipe}: quantised in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             variants[recipe] = (texts, layers, path)
         compiled = {name: compile_model(path, "f32", threads) for name, (_, _, path) in variants.items()}

@@ -20,6 +20,7 @@ import torch
 from scipy.special import softmax
 
 from ..int8_onnx import require_texts
+from ..isolated import call_isolated
 from ..teacher_onnx import OnnxLogits, hf_dir
 from .predictor import Predictor
 from .registry import INT8, TEACHER_FAMILY, Backend, add_backend
@@ -85,24 +86,33 @@ def export_openvino_int8(source, out, sample_texts):
     sample_texts = require_texts(sample_texts, limit=None)
     export_openvino(source, out, sample_texts)
     xml = Path(out) / MODEL_XML
-    _replace(xml, quantize_ir(xml, AutoTokenizer.from_pretrained(out), sample_texts))
+    _move_ir(quantize_ir(xml, AutoTokenizer.from_pretrained(out), sample_texts, xml.with_name("quantized.xml")), xml)
 
 
-def quantize_ir(xml: Path, tokenizer, texts: list[str], keep_fp32: tuple[str, ...] = ()):
-    """The IR at `xml` quantised by NNCF: int8 weights (one scale per output channel) and activations (ranges
-    observed on `texts`, one at a time), with NNCF's transformer rules (SmoothQuant; softmax, layer norm and the
-    attention-mask arithmetic left in float); the ops named in `keep_fp32` stay in float
-    (scripts/openvino_int8_study.py tries that on the FFN down-projections)."""
-    import nncf
+def quantize_ir(xml: Path, tokenizer, texts: list[str], written: Path, keep_fp32: tuple[str, ...] = ()) -> Path:
+    """The IR at `xml` quantised by NNCF and saved as the IR `written` (returned): int8 weights (one scale per
+    output channel) and activations (ranges observed on `texts`, one at a time), with NNCF's transformer rules
+    (SmoothQuant; softmax, layer norm and the attention-mask arithmetic left in float); the ops named in `keep_fp32`
+    stay in float (scripts/openvino_int8_study.py tries that on the FFN down-projections). NNCF runs in a fresh
+    process (distill/isolated.py): a crash in OpenVINO's native code is retried there, not fatal here."""
     import openvino as ov
-    model = ov.Core().read_model(str(xml))
-    names = {i.get_any_name() for i in model.inputs}
+    names = {i.get_any_name() for i in ov.Core().read_model(str(xml)).inputs}
     feeds = [{k: v.astype(np.int64) for k, v in tokenizer([text], truncation=True, return_tensors="np").items()
               if k in names} for text in texts]
+    call_isolated(_quantize, str(xml), feeds, tuple(keep_fp32), str(written), what=f"NNCF quantising {xml}",
+                  fix='run it again, or leave OpenVINO int8 out: add "transformer/openvino-int8" to [export] skip '
+                      'and name a [labelling] backend other than auto')
+    return Path(written)
+
+
+def _quantize(xml: str, feeds: list[dict], keep_fp32: tuple[str, ...], written: str) -> None:
+    import nncf
+    import openvino as ov
     ignored = {"ignored_scope": nncf.IgnoredScope(names=list(keep_fp32))} if keep_fp32 else {}
     with contextlib.redirect_stdout(io.StringIO()):   # NNCF's progress bars, which no setting turns off
-        return nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=len(feeds), **ignored)
+        quantized = nncf.quantize(ov.Core().read_model(xml), nncf.Dataset(feeds),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds), **ignored)
+    ov.save_model(quantized, written)
 
 
 def ffn_down_projections(xml: Path) -> list[str]:
@@ -118,6 +128,10 @@ def _replace(xml: Path, model, compress_to_fp16=False) -> None:
     import openvino as ov
     written = xml.with_name("rewritten.xml")
     ov.save_model(model, str(written), compress_to_fp16=compress_to_fp16)
+    _move_ir(written, xml)
+
+
+def _move_ir(written: Path, xml: Path) -> None:
     os.replace(written, xml)
     os.replace(written.with_suffix(".bin"), xml.with_suffix(".bin"))
 
