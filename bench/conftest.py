@@ -6,7 +6,8 @@
 Hooks (pytest-benchmark's documented ones):
 - `pytest_benchmark_update_machine_info` adds CPU model and SIMD flags, core count, library versions, thread settings.
 - `pytest_benchmark_update_json` adds each case's speedup over the teacher in PyTorch eager at the same batch size
-  and mode, measured in the same run.
+  and mode, measured in the same run: over the median of the teacher's rounds at the start and again at the end
+  (`test_reference_again`), whose second pass it writes beside the first.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from distill.families.exporters import STUDENT_ORT_THREADS
 from distill.families.manifest import Variant, read_manifest
 
 from .guard import WaitBudget
+from .results import REFERENCE, median_seconds
 
 BATCH_SIZES = "1,8,32,128"
 TIMING_MODES = "e2e,prepare,model"
-REFERENCE = ("teacher", "torch")
+REFERENCE_AGAIN = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser):
@@ -52,15 +54,14 @@ def _manifest_variants(config) -> list[Variant]:
 
 
 def pytest_generate_tests(metafunc):
-    if "variant" not in metafunc.fixturenames:
-        return
     config = metafunc.config
-    variants = _manifest_variants(config)
-    sizes = [int(b) for b in config.getoption("--batch-sizes").split(",")]
-    modes = [m.strip() for m in config.getoption("--modes").split(",")]
-    metafunc.parametrize("variant", variants, ids=[v.name for v in variants])
-    metafunc.parametrize("batch_size", sizes, ids=[f"b{b}" for b in sizes])
-    metafunc.parametrize("mode", modes)
+    if "variant" in metafunc.fixturenames:
+        variants = _manifest_variants(config)
+        metafunc.parametrize("variant", variants, ids=[v.name for v in variants])
+    if "batch_size" in metafunc.fixturenames:
+        sizes = [int(b) for b in config.getoption("--batch-sizes").split(",")]
+        metafunc.parametrize("batch_size", sizes, ids=[f"b{b}" for b in sizes])
+        metafunc.parametrize("mode", [m.strip() for m in config.getoption("--modes").split(",")])
 
 
 class BenchContext:
@@ -92,6 +93,22 @@ class BenchContext:
 
 
 @pytest.fixture(scope="session")
+def reference_variant(request) -> Variant:
+    """The teacher in PyTorch eager, when it is among the variants timed."""
+    found = [v for v in _manifest_variants(request.config) if (v.model, v.backend) == REFERENCE]
+    if not found:
+        pytest.skip("the teacher in PyTorch eager is not among the variants timed (--variants)")
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def reference_again(request) -> dict:
+    """(batch size, mode) -> the reference's second-pass rounds (ms), filled by test_reference_again and written
+    into bench.json by pytest_benchmark_update_json."""
+    return request.config.stash.setdefault(REFERENCE_AGAIN, {})
+
+
+@pytest.fixture(scope="session")
 def bench_context(request):
     threads = request.config.getoption("--threads")
     torch.set_num_threads(threads)
@@ -111,12 +128,16 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
+    again = config.stash.get(REFERENCE_AGAIN, {})
     reference = {}
     for bench in output_json["benchmarks"]:
         info = bench.get("extra_info", {})
         if (info.get("model"), info.get("backend")) == REFERENCE:
-            reference[(info["batch_size"], info["mode"])] = bench["stats"]["median"]
+            case = (info["batch_size"], info["mode"])
+            if case in again and info.get("rounds_ms"):
+                info["again_rounds_ms"] = again[case]
+            reference[case] = median_seconds(bench)
     for bench in output_json["benchmarks"]:
         info = bench.setdefault("extra_info", {})
         ref = reference.get((info.get("batch_size"), info.get("mode")))
-        info["speedup_vs_teacher_eager"] = round(ref / bench["stats"]["median"], 3) if ref else None
+        info["speedup_vs_teacher_eager"] = round(ref / median_seconds(bench), 3) if ref else None

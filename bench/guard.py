@@ -158,6 +158,15 @@ def guarded_benchmark(benchmark, fn, arg, budget: WaitBudget, target_seconds=1.0
     if benchmark.disabled:
         benchmark(fn, arg)
         return Guarded()
+    measured = guarded_rounds(fn, arg, budget, target_seconds, threshold, max_retries, min_rounds, max_rounds,
+                              name=benchmark.name)
+    CLOCK.hand_over(benchmark, measured.rounds)
+    return measured
+
+
+def guarded_rounds(fn, arg, budget: WaitBudget, target_seconds=1.0, threshold=0.25, max_retries=2, min_rounds=5,
+                   max_rounds=2000, name="") -> Guarded:
+    """The guard's rounds of `fn(arg)` (warmed up by the caller), without a pytest-benchmark case of their own."""
     wait_for_quiet(threshold, budget)
     rounds = calibrate_rounds(fn, arg, target_seconds, min_rounds, max_rounds)
     monitor = WindowedMonitor()
@@ -167,7 +176,7 @@ def guarded_benchmark(benchmark, fn, arg, budget: WaitBudget, target_seconds=1.0
     remeasured, attempts = 0, 0
     while bad and attempts < max_retries:
         attempts += 1
-        warnings.warn(f"{benchmark.name}: {len(bad)}/{len(data)} rounds ran while other processes used "
+        warnings.warn(f"{name}: {len(bad)}/{len(data)} rounds ran while other processes used "
                       f"{max(all_loads):.0%} of the CPU; waiting for a quiet machine and re-measuring")
         wait_for_quiet(threshold, budget)
         retry = WindowedMonitor()
@@ -181,9 +190,8 @@ def guarded_benchmark(benchmark, fn, arg, budget: WaitBudget, target_seconds=1.0
         bad = [i for j, i in enumerate(bad) if j in still_bad]
     contended = bool(bad)
     if contended:
-        warnings.warn(f"{benchmark.name}: {len(bad)} rounds still measured under load after {max_retries} "
+        warnings.warn(f"{name}: {len(bad)} rounds still measured under load after {max_retries} "
                       "retries; the result is marked contended")
-    CLOCK.hand_over(benchmark, data)
     return Guarded({"rounds": len(data), "rounds_remeasured": remeasured, "contended": contended,
                     "other_load_max": round(max(all_loads, default=0.0), 3),
                     "other_load_mean": round(sum(all_loads) / max(1, len(all_loads)), 3),

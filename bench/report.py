@@ -23,7 +23,8 @@ from distill.families.manifest import read_manifest
 from distill.predictions import Predictions
 
 from . import verdict as judge
-from .results import frontier, harness_overhead_ms, join, metric_name, pareto_front, pick, read_bench, scored
+from .results import (frontier, harness_overhead_ms, join, metric_name, pareto_front, pick, read_bench,
+                      reference_passes, scored)
 from .zoo import open_run
 
 HEADLINE = ["model", "backend", "trained_on", "accuracy", "ci", "median_ms", "p90_ms", "speedup", "size_mb", "pareto"]
@@ -54,6 +55,27 @@ def overhead_sentence(table: pd.DataFrame, overhead_ms: float | None) -> str | N
     return (f"Harness overhead (pytest-benchmark's loop + the Predictor wrapper around a no-op model): "
             f"{overhead_ms * 1e3:.2f} µs per call, {overhead_ms / fastest.median_ms:.1%} of the fastest student's "
             f"batch-1 time ({fastest.model}/{fastest.backend}, {fastest.median_ms * 1e3:.0f} µs).")
+
+
+REFERENCE_DRIFT_WARNING = 0.10   # two passes of the same model further apart than this: the machine changed speed
+
+
+def reference_sentence(bench: dict) -> str | None:
+    """How far the teacher's two eager passes (start and end of the benchmark) lie apart, end to end."""
+    passes = [p for p in reference_passes(bench) if p["mode"] == "e2e"]
+    if not passes:
+        return None
+    drifts = [p["again_ms"] / p["first_ms"] - 1 for p in passes]
+    listed = ", ".join(f"batch {p['batch_size']} {p['first_ms']:.4g} → {p['again_ms']:.4g} ms ({d:+.1%})"
+                       for p, d in zip(passes, drifts))
+    sentence = (f"The teacher in PyTorch eager, every speedup's denominator, timed at the start of the benchmark and "
+                f"again at its end (end to end, medians): {listed}; speedups divide by the median of both passes' "
+                "rounds.")
+    worst = max(drifts, key=abs)
+    if abs(worst) > REFERENCE_DRIFT_WARNING:
+        sentence += (f" **The passes differ by {abs(worst):.0%}: the machine's speed changed during the benchmark, "
+                     "so every speedup here is uncertain by about that much.**")
+    return sentence
 
 
 def where_time_goes(table: pd.DataFrame, batch_size: int) -> pd.DataFrame:
@@ -125,9 +147,9 @@ def markdown(profile, table, bench, verdict, gpu_note, overhead_ms=None, drift_n
         if not rows.empty:
             parts += [f"### Batch {b}", "", tabulate(rows, headers="keys", tablefmt="github", showindex=False,
                                                       floatfmt=".4g"), ""]
-    overhead = overhead_sentence(table, overhead_ms)
-    if overhead:
-        parts += [overhead, ""]
+    for sentence in (overhead_sentence(table, overhead_ms), reference_sentence(bench)):
+        if sentence:
+            parts += [sentence, ""]
     if table["contended"].any():
         parts += ["Rows marked *(under load)* were measured while other processes used the CPU and could not be "
                   "re-measured cleanly; treat them with care.", ""]
@@ -191,6 +213,7 @@ def summary_record(profile, table, bench, overhead_ms, verdict: dict | None) -> 
             "median_ms": best.median_ms, "teacher_accuracy": teacher["accuracy"],
             "teacher_eager_ms": teacher["median_ms"], "speedup": teacher["median_ms"] / best.median_ms},
         "harness_overhead_ms": overhead_ms, "harness_overhead_line": overhead_sentence(table, overhead_ms),
+        "reference_passes": reference_passes(bench), "reference_line": reference_sentence(bench),
         "machine": {k: machine.get(k) for k in ("cpu_model", "cpu_flags", "cpu_count", "threads", "versions",
                                                  "git_commit")},
         "benchmarked": bench.get("datetime"),

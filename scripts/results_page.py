@@ -102,6 +102,8 @@ def profile_page(directory: Path) -> str:
               "## Where the time goes",
               "Medians in ms; prepare = tokenise/vectorise, model = the model alone.", time_table(results),
               summary["harness_overhead_line"]]
+    if summary.get("reference_line"):   # benchmarks from before the reference was timed twice lack it
+        parts.append(summary["reference_line"])
     if accuracy is not None:
         parts += ["## Accuracy of the spine", "`make distill`: test split, 95% bootstrap intervals.",
                   accuracy_table(accuracy)]

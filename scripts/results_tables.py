@@ -232,6 +232,8 @@ def main(argv=None) -> int:
     print(frontier_table(results), "\n")
     print(time_table(results), "\n")
     print(summary["harness_overhead_line"], "\n")
+    if summary.get("reference_line"):
+        print(summary["reference_line"], "\n")
     if (args.directory / "ablation.csv").exists():
         print(static_table(pd.read_csv(args.directory / "ablation.csv")), "\n")
     m = summary["machine"]

@@ -158,3 +158,40 @@ def test_frontier_picks_the_fastest_student_that_keeps_97_percent():
     assert (best.model, teacher.model) == ("b", "teacher")     # 0.777 >= 0.97 * 0.80 = 0.776
     best, _ = frontier(table, keep=0.98)
     assert best.model == "a"
+
+
+def test_the_teacher_timed_twice_is_every_speedups_denominator_and_its_drift_is_reported(tmp_path):
+    """bench/test_reference_again's second pass of the teacher in eager: the median of both passes' rounds divides
+    every speedup, and a machine that changed speed between them is called out."""
+    from bench.results import reference_passes
+    _, bench = synthetic(tmp_path)
+    for case in bench["benchmarks"]:
+        info = case["extra_info"]
+        if (info["model"], info["backend"], info["mode"]) == ("teacher", "torch", "e2e"):
+            first = case["stats"]["median"] * 1e3
+            info["rounds_ms"] = [first] * 5
+            info["again_rounds_ms"] = [first * 1.5] * 5 + [first * 1.4] * 2   # pooled median: 1.4 x first
+    write_json(tmp_path / "reports" / "syn" / "bench.json", bench)
+    assert [(p["batch_size"], p["first_ms"], p["again_ms"]) for p in reference_passes(bench)] == [
+        (1, 20.0, 30.0), (32, 300.0, 450.0)]
+    result = build_report("syn", tmp_path / "artifacts", tmp_path / "reports")
+    table = result["table"].set_index(["model", "backend", "batch_size"])
+    assert table.loc[("teacher", "torch", 1), "median_ms"] == pytest.approx(28.0)
+    assert table.loc[("bilstm-distilled", "torch", 1), "speedup"] == pytest.approx(28.0)
+    assert table.loc[("teacher", "torch", 1), "model_only_median_ms"] == pytest.approx(16.0)  # timed once: as it was
+    md = result["markdown"]
+    assert "batch 1 20 → 30 ms (+50.0%), batch 32 300 → 450 ms (+50.0%)" in md
+    assert "The passes differ by 50%: the machine's speed changed during the benchmark" in md
+    summary = result["dir"] / "summary.json"
+    assert '"reference_line": "The teacher in PyTorch eager' in summary.read_text()
+
+
+def test_a_steady_reference_is_reported_without_a_warning(tmp_path):
+    from bench.report import reference_sentence
+    _, bench = synthetic(tmp_path)
+    assert reference_sentence(bench) is None   # timed once (a benchmark from before): nothing to say
+    reference = next(c["extra_info"] for c in bench["benchmarks"]
+                     if (c["extra_info"]["model"], c["extra_info"]["mode"]) == ("teacher", "e2e"))
+    reference["rounds_ms"], reference["again_rounds_ms"] = [20.0, 20.4, 19.8], [20.2, 20.6, 20.0]
+    sentence = reference_sentence(bench)
+    assert "batch 1 20 → 20.2 ms (+1.0%)" in sentence and "differ" not in sentence
