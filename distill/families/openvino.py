@@ -95,23 +95,24 @@ def quantize_ir(xml: Path, tokenizer, texts: list[str], written: Path, keep_fp32
     (SmoothQuant; softmax, layer norm and the attention-mask arithmetic left in float); the ops named in `keep_fp32`
     stay in float (scripts/openvino_int8_study.py tries that on the FFN down-projections). NNCF runs in a fresh
     process (distill/isolated.py): a crash in OpenVINO's native code is retried there, not fatal here."""
-    import openvino as ov
-    names = {i.get_any_name() for i in ov.Core().read_model(str(xml)).inputs}
-    feeds = [{k: v.astype(np.int64) for k, v in tokenizer([text], truncation=True, return_tensors="np").items()
-              if k in names} for text in texts]
-    call_isolated(_quantize, str(xml), feeds, tuple(keep_fp32), str(written), what=f"NNCF quantising {xml}",
+    encoded = [{k: v.astype(np.int64) for k, v in tokenizer([text], truncation=True, return_tensors="np").items()}
+               for text in texts]
+    call_isolated(_quantize, str(xml), encoded, tuple(keep_fp32), str(written), what=f"NNCF quantising {xml}",
                   fix='run it again, or leave OpenVINO int8 out: add "transformer/openvino-int8" to [export] skip '
                       'and name a [labelling] backend other than auto')
     return Path(written)
 
 
-def _quantize(xml: str, feeds: list[dict], keep_fp32: tuple[str, ...], written: str) -> None:
+def _quantize(xml: str, encoded: list[dict], keep_fp32: tuple[str, ...], written: str) -> None:
     import nncf
     import openvino as ov
+    model = ov.Core().read_model(xml)
+    names = {i.get_any_name() for i in model.inputs}   # the tokenizer may give more (token_type_ids for mpnet)
+    feeds = [{k: v for k, v in e.items() if k in names} for e in encoded]
     ignored = {"ignored_scope": nncf.IgnoredScope(names=list(keep_fp32))} if keep_fp32 else {}
     with contextlib.redirect_stdout(io.StringIO()):   # NNCF's progress bars, which no setting turns off
-        quantized = nncf.quantize(ov.Core().read_model(xml), nncf.Dataset(feeds),
-                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds), **ignored)
+        quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(feeds), **ignored)
     ov.save_model(quantized, written)
 
 
