@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..losses import student_loss
 from ..training_loop import device
 from .pretrained_base import base_files, check_same_tokens, load_base
+from .pruning import prune_feed_forward
 from .torch_student import TorchStudent, student_parameters
 
 INITS = ("teacher", "scratch", "fresh", "pretrained")
@@ -122,7 +123,9 @@ class TransformerClassifier(TorchStudent):
     student's weights (30k x 384 for MiniLM), and updating them every step costs more CPU time than the layers
     themselves while the copied ones are already good. `hidden_weight` > 0 adds the mean squared error between the
     student's hidden states and the teacher's (through a learned projection when the widths differ); it runs the
-    teacher on every batch, on the student's tokens, so a base must tokenize as the teacher does.
+    teacher on every batch, on the student's tokens, so a base must tokenize as the teacher does. `ffn_keep` < 1
+    keeps that share of every layer's feed-forward neurons, the most important on the training text
+    (distill/students/pruning.py), before training: a narrower, faster layer at the same depth.
     """
 
     family = "transformer"
@@ -149,6 +152,7 @@ class TransformerClassifier(TorchStudent):
     weight_decay: float = 0.01
     warmup: float = 0.1
     hidden_weight: float = 0.0
+    ffn_keep: float = 1.0
     freeze_word_embeddings: bool = True
     epochs: int = 2
     batch_size: int = 32
@@ -180,6 +184,11 @@ class TransformerClassifier(TorchStudent):
         self.module_, self.teacher_layer_ids_ = initial_model(teacher_model, tokenizer, self.layers, self.init,
                                                               self.layer_choice, base_model)
         self.module_.to(device())
+        if self.ffn_keep != 1:
+            if self.init not in COPIED:
+                raise UserError(f"ffn_keep < 1 prunes trained weights; init {self.init!r} starts from random ones: "
+                                f"set init to {' or '.join(COPIED)}, or ffn_keep = 1")
+            prune_feed_forward(self.module_, self.ffn_keep, tokenizer, list(texts), self.max_length)
         self._hidden_loss = HiddenStateLoss(self.module_, teacher_model) if self.hidden_weight > 0 else None
         if self.freeze_word_embeddings and self.init in COPIED:
             self.module_.get_input_embeddings().weight.requires_grad_(False)
