@@ -25,10 +25,12 @@ from distill.families.manifest import Variant, read_manifest
 
 from .guard import WaitBudget
 from .results import REFERENCE, median_seconds
+from .texts import timed_batch
 
 BATCH_SIZES = "1,8,32,128"
 TIMING_MODES = "e2e,prepare,model"
 REFERENCE_AGAIN = pytest.StashKey[dict]()
+BATCH_ONE_TEXT = pytest.StashKey[dict]()   # the text batch-1 cases time, for machine_info
 
 
 def pytest_addoption(parser):
@@ -76,6 +78,9 @@ class BenchContext:
         self.texts = split[split["split"] == "test"]["text"].tolist()
         self.loaded: dict = {}
         self.wait_budget = WaitBudget(config.getoption("--wait-budget"))
+        typical = timed_batch(self.texts, 1)[0]
+        config.stash[BATCH_ONE_TEXT] = {"text": typical, "words": len(typical.split()),
+                                        "median_of": len(self.texts)}
 
     def predictor(self, variant: Variant):
         key = (variant.model, variant.backend)
@@ -88,8 +93,7 @@ class BenchContext:
         return self.loaded[key]
 
     def batch(self, size: int) -> list[str]:
-        reps = -(-size // len(self.texts))
-        return (self.texts * reps)[:size]
+        return timed_batch(self.texts, size)
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +129,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
                     "onnxruntime_intra_op_students": STUDENT_ORT_THREADS},
         "profile": config.getoption("--profile"), "git_commit": env["git_commit"],
     })
+    if BATCH_ONE_TEXT in config.stash:
+        machine_info["batch_1_text"] = config.stash[BATCH_ONE_TEXT]
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):

@@ -122,13 +122,23 @@ def plot(table: pd.DataFrame, path: Path, batch_size: int = 1) -> None:
     plt.close(fig)
 
 
+def batch_one_line(machine: dict) -> str | None:
+    """Which text the batch-1 cases timed (bench/texts.py), or None for a bench.json from before it was recorded."""
+    timed = machine.get("batch_1_text")
+    if not timed:
+        return None
+    return (f"batch 1 times the test text of median length ({timed['words']} words of {timed['median_of']} texts' "
+            f"median): \"{timed['text']}\"")
+
+
 def machine_lines(bench: dict) -> list[str]:
     m = bench.get("machine_info", {})
     versions = ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v)
-    return [f"CPU: {m.get('cpu_model')} ({m.get('cpu_count')} cores; {' '.join(m.get('cpu_flags', []))})",
-            f"threads: {m.get('threads')}", f"CUDA: {m.get('cuda') or 'none'}",
-            f"Python {m.get('python_version')}; {versions}",
-            f"commit {m.get('git_commit')}, benchmarked {bench.get('datetime', '')}"]
+    lines = [f"CPU: {m.get('cpu_model')} ({m.get('cpu_count')} cores; {' '.join(m.get('cpu_flags', []))})",
+             f"threads: {m.get('threads')}", f"CUDA: {m.get('cuda') or 'none'}",
+             f"Python {m.get('python_version')}; {versions}",
+             f"commit {m.get('git_commit')}, benchmarked {bench.get('datetime', '')}"]
+    return lines + [line for line in [batch_one_line(m)] if line]
 
 
 def markdown(profile, table, bench, verdict, gpu_note, overhead_ms=None, drift_notes=()) -> str:
@@ -215,7 +225,7 @@ def summary_record(profile, table, bench, overhead_ms, verdict: dict | None) -> 
         "harness_overhead_ms": overhead_ms, "harness_overhead_line": overhead_sentence(table, overhead_ms),
         "reference_passes": reference_passes(bench), "reference_line": reference_sentence(bench),
         "machine": {k: machine.get(k) for k in ("cpu_model", "cpu_flags", "cpu_count", "threads", "versions",
-                                                 "git_commit")},
+                                                 "git_commit", "batch_1_text")},
         "benchmarked": bench.get("datetime"),
     }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.report import batch_one_line
 from scripts import gate_trials, loadtest, stage_times
 from scripts.results_tables import (ablation_table, accuracy_table, frontier_table, int8_table, static_table,
                                     targets_table, time_table, timings_table, verdict_markdown)
@@ -36,8 +37,10 @@ def machine_line(summary: dict) -> str:
     m = summary["machine"]
     threads = ", ".join(f"{k} {v}" for k, v in m["threads"].items())
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    timed = batch_one_line(m)
     return (f"Benchmarked {summary['benchmarked'][:19]} on {m['cpu_model']}, {m['cpu_count']} cores, CPU flags "
-            f"{' '.join(m['cpu_flags'] or [])}; threads: {threads}; commit {m['git_commit']}.\n\nVersions: {versions}.")
+            f"{' '.join(m['cpu_flags'] or [])}; threads: {threads}; commit {m['git_commit']}.\n\nVersions: {versions}."
+            + (f"\n\n{timed[0].upper()}{timed[1:]}." if timed else ""))
 
 
 def duration(seconds: float) -> str:

@@ -24,6 +24,7 @@ import torch
 from bench.export import export_all, load_variant
 from bench.report import reference_sentence
 from bench.results import median_seconds, reference_passes
+from bench.texts import timed_batch
 from distill.families import FAMILIES
 from distill.families.manifest import read_manifest
 from distill import data as datasets
@@ -297,6 +298,16 @@ def test_benchmark_suite_runs_and_writes_json(run, exported, tmp_path):
     assert machine["threads"]["torch"] == 1 and machine["threads"]["onnxruntime_intra_op"] == 1
     assert {"torch", "onnxruntime", "transformers"} <= set(machine["versions"])
     assert machine["profile"] == "tiny"
+    test_texts = run.split().query("split == 'test'")["text"].tolist()
+    assert machine["batch_1_text"] == {"text": timed_batch(test_texts, 1)[0], "median_of": len(test_texts),
+                                       "words": len(timed_batch(test_texts, 1)[0].split())}
+
+
+def test_batch_one_times_a_text_of_median_length_and_larger_batches_the_first_texts():
+    texts = ["a b c d e f g h", "a", "a b c", "a b", "a b c d", "a b c d e"]   # lengths 8 1 3 2 4 5: median 4
+    assert timed_batch(texts, 1) == ["a b c d"]
+    assert timed_batch(texts, 3) == texts[:3]
+    assert timed_batch(texts, 8) == texts + texts[:2]
 
 
 def test_serve_compares_with_the_teachers_fastest_lossless_export(run, exported, texts, native_probs):

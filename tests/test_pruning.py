@@ -1,4 +1,6 @@
 """Feed-forward pruning of a transformer student: the most important neurons kept, the network otherwise intact."""
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,23 @@ def test_pruning_random_weights_or_out_of_range_shares_is_refused(teacher_dir):
     with pytest.raises(UserError, match=r"choose a value in \(0, 1\]"):
         kept_neurons(64, 1.5)
     assert build("transformer_lean", {"ffn_keep": 0.5}).ffn_keep == 0.5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_the_latency_study_times_each_shape_in_openvino_int8(teacher_dir, tmp_path, mr_texts):
+    """scripts/pruning_latency_study.py: each LAYERS:FFN_KEEP shape cut, pruned, quantised and timed; a bad shape is
+    one error line."""
+    import pandas as pd
+
+    from scripts.pruning_latency_study import main
+    split = tmp_path / "split.parquet"
+    pd.DataFrame({"text": mr_texts[:40], "label": [0, 1] * 20,
+                  "split": ["train"] * 30 + ["test"] * 10}).to_parquet(split)
+    table = tmp_path / "shapes.csv"
+    assert main([str(teacher_dir), "--split", str(split), "--shape", "2:1", "--shape", "1:0.25", "--csv", str(table),
+                 "--calibration-texts", "8", "--timing-texts", "3", "--passes", "1"]) == 0
+    rows = pd.read_csv(table).to_dict("records")
+    assert [(r["layers"], r["ffn_keep"], r["intermediate_size"]) for r in rows] == [(2, 1.0, 64), (1, 0.25, 16)]
+    assert rows[0]["vs_first_shape"] == 1.0 and rows[1]["params"] < rows[0]["params"]
+    assert all(r["batch1_model_ms_median"] > 0 and r["timed_texts"] == 3 for r in rows)
+    assert main([str(teacher_dir), "--split", str(split), "--shape", "6:1.5"]) == 2

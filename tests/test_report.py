@@ -1,4 +1,6 @@
 """reports: the join, the Pareto front, the budget picker and the written files, on a synthetic run."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -195,3 +197,15 @@ def test_a_steady_reference_is_reported_without_a_warning(tmp_path):
     reference["rounds_ms"], reference["again_rounds_ms"] = [20.0, 20.4, 19.8], [20.2, 20.6, 20.0]
     sentence = reference_sentence(bench)
     assert "batch 1 20 → 20.2 ms (+1.0%)" in sentence and "differ" not in sentence
+
+
+def test_the_report_says_which_text_batch_one_timed(tmp_path):
+    from bench.report import batch_one_line, summary_record
+    _, bench = synthetic(tmp_path)
+    assert batch_one_line(bench["machine_info"]) is None   # a bench.json from before it was recorded
+    bench["machine_info"]["batch_1_text"] = {"text": "a fine film", "words": 3, "median_of": 5}
+    write_json(tmp_path / "reports" / "syn" / "bench.json", bench)
+    out = build_report("syn", tmp_path / "artifacts", tmp_path / "reports", budget_ms=2, max_drop=1)
+    line = 'batch 1 times the test text of median length (3 words of 5 texts\' median): "a fine film"'
+    assert line in (out["dir"] / "report.md").read_text()
+    assert json.loads((out["dir"] / "summary.json").read_text())["machine"]["batch_1_text"]["words"] == 3

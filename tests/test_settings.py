@@ -87,6 +87,8 @@ PROFILE_CASES = {
     "nan": ("[teacher]\nlr = nan", "teacher.lr must be a finite number, not nan"),
     "float-for-int": ("[students.bilstm]\nhidden = 64.0", "students.bilstm.hidden must be a whole number, not 64.0"),
     "range": ("[students.bilstm]\ndropout = 1.5", "students.bilstm.dropout must be between 0 and 1, not 1.5"),
+    "share": ("[students.transformer_lean]\nffn_keep = 0",
+              "students.transformer_lean.ffn_keep must be greater than 0 and at most 1, not 0"),
     "choice": ("[labelling]\nbackend = \"tensorrt\"",
                "labelling.backend must be one of auto, torch, onnx, ort-opt, onnx-int8"),   # then the optional engines
 }

@@ -63,7 +63,8 @@ def base_dir(tmp_path_factory, mr_texts) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, teacher_dir, base_dir) -> Run:
-    """One tiny run training the three transformer students side by side, every variant exported."""
+    """One tiny run training the three transformer students side by side, every variant exported; the bottom cut
+    keeps half of its feed-forward neurons (ffn_keep), so a pruned student goes through every backend too."""
     root = tmp_path_factory.mktemp("students")
     fast = [f"students.{name}.{key}={value}" for name in STUDENTS
             for key, value in (("max_steps", 6), ("max_length", 24), ("lr", 1e-3))]
@@ -72,6 +73,7 @@ def run(tmp_path_factory, teacher_dir, base_dir) -> Run:
         "teacher.lr=1e-5", *fast,
         "students.transformer.layers=3", 'students.transformer.layer_choice="uniform"',
         "students.transformer_small.layers=2", 'students.transformer_small.layer_choice="bottom"',
+        "students.transformer_small.ffn_keep=0.5",
         f'students.small_encoder.base="{base_dir}"', "students.small_encoder.layers=2",
         'students.small_encoder.layer_choice="uniform"'])
     run = Run("students", cfg, root / "artifacts", root / "reports", progress=False, log=lambda *_: None)
@@ -93,6 +95,7 @@ def test_two_names_of_one_class_are_two_students_with_their_own_depths_and_keys(
     deep, small = models["transformer-distilled"], models["transformer_small-distilled"]
     assert (deep.module_.config.num_hidden_layers, deep.teacher_layer_ids_) == (3, [0, 2, 4])
     assert (small.module_.config.num_hidden_layers, small.teacher_layer_ids_) == (2, [0, 1])
+    assert (deep.module_.config.intermediate_size, small.module_.config.intermediate_size) == (64, 32)
     keys = {run.key(f"students/{name}-distilled") for name in STUDENTS}
     assert len(keys) == 3 and None not in keys
 
