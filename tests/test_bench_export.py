@@ -303,6 +303,27 @@ def test_benchmark_suite_runs_and_writes_json(run, exported, tmp_path):
                                        "words": len(timed_batch(test_texts, 1)[0].split())}
 
 
+def test_the_benchmark_keeps_only_the_variant_it_times_loaded(run, exported):
+    """Every variant loaded at once took 21 GB on `full`: the context holds the one being timed, and frees the one
+    before when the next is asked for."""
+    import gc
+    import weakref
+
+    from bench.conftest import BenchContext
+    options = {"--profile": "tiny", "--artifacts": str(run.dir.parent), "--wait-budget": 1.0}
+    config = type("Config", (), {"getoption": staticmethod(options.get), "stash": pytest.Stash()})()
+    context = BenchContext(config)
+    variants = {(v.model, v.backend): v for v in read_manifest(run.dir).variants}
+    first, _ = context.predictor(variants[("teacher", "onnx")])
+    assert context.predictor(variants[("teacher", "onnx")])[0] is first   # its cases share one load
+    released = weakref.ref(first)
+    del first
+    second, _ = context.predictor(variants[("tfidf_lr-baseline", "numpy")])
+    gc.collect()
+    assert released() is None and list(context.loaded) == [("tfidf_lr-baseline", "numpy")]
+    assert second.predict_proba(context.batch(1)).shape == (1, 2)
+
+
 def test_batch_one_times_a_text_of_median_length_and_larger_batches_the_first_texts():
     texts = ["a b c d e f g h", "a", "a b c", "a b", "a b c d", "a b c d e"]   # lengths 8 1 3 2 4 5: median 4
     assert timed_batch(texts, 1) == ["a b c d"]
