@@ -13,8 +13,6 @@ latency is the architecture's; what a trained one scores is the stage's to say.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from distill.environment import cpu_flags, cpu_model  # noqa: E402
 from distill.errors import UserError, one_line_errors  # noqa: E402
 from distill.families.openvino import compile_model, quantize_ir  # noqa: E402
+from scripts.study_io import add_timing_options, write_rows  # noqa: E402
 
 MAX_LENGTH = 64
 
@@ -104,21 +103,15 @@ def main(argv=None) -> int:
     p.add_argument("teacher", type=Path, help="the fine-tuned teacher's model directory: artifacts/<run>/teacher/model")
     p.add_argument("--split", required=True, type=Path, help="the run's data/split.parquet (text, label, split)")
     p.add_argument("--shape", action="append", required=True, help="LAYERS:FFN_KEEP; repeat for several")
-    p.add_argument("--csv", type=Path, help="write the table here (default: print it)")
     p.add_argument("--calibration-texts", type=int, default=300, help="NNCF calibration texts (default 300)")
-    p.add_argument("--timing-texts", type=int, default=200, help="test texts timed at batch 1 (default 200)")
-    p.add_argument("--passes", type=int, default=2, help="timing passes (default 2)")
-    p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    add_timing_options(p)
     args = p.parse_args(argv)
     if not (args.teacher / "config.json").is_file():
         raise UserError(f"{args.teacher} holds no config.json: give the teacher's model directory "
                         "(artifacts/<run>/teacher/model)")
     rows = run(args.teacher, pd.read_parquet(args.split), args.shape, args.calibration_texts, args.timing_texts,
                args.passes, args.threads)
-    with open(args.csv, "w", newline="") if args.csv else contextlib.nullcontext(sys.stdout) as out:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, args.csv)
     return 0
 
 
