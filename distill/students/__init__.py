@@ -17,7 +17,8 @@ one line in REGISTRY: docs/add-a-student.md.
 One class may sit under several names, each its own student with its own [students.<name>] and [ablation.<name>]
 tables, stage keys and models: `transformer_deep`, `transformer`, `transformer_small`, `transformer_lean` and
 `small_encoder` are all TransformerClassifier, told apart by the values configs/default.toml gives their tables
-(three depths of cut from the teacher, a cut with narrower feed-forward blocks, a pretrained MiniLM-L6). Another depth is one more line here, `"transformer_half": TransformerClassifier`,
+(three depths of cut from the teacher, a cut with narrower feed-forward blocks, a pretrained MiniLM-L6). Another
+depth is one more line here, `"transformer_half": TransformerClassifier`,
 and its table in configs/default.toml, `[students.transformer_half]` with `layers = 6` (DistilBERT's half of a
 12-layer teacher); list it in `[students] names` or `[ablation] students` to train it.
 """
