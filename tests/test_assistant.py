@@ -144,8 +144,8 @@ def test_the_plan_checks_the_assistant_after_its_student_and_before_the_transfer
 def test_the_default_profile_asks_for_no_assistant_and_a_bad_one_is_refused():
     profile = load_profile("default")
     assert assistant.candidates(profile) is None
-    auto = apply_overrides(profile, ['labelling.assistant="auto"'])   # the profile's transformer students' twins
-    assert assistant.candidates(auto) == ["transformer-distilled", "transformer_small-distilled"]
+    auto = apply_overrides(profile, ['labelling.assistant="auto"'])   # the profile's transformer student's twin
+    assert assistant.candidates(auto) == ["transformer-distilled"]
     with pytest.raises(UserError, match=r"labelling.assistant must be \"\", \"auto\" or a transformer student trained "
                                         r"on the split \(transformer-distilled, .*\), not 'bilstm-distilled'"):
         apply_overrides(profile, ['labelling.assistant="bilstm-distilled"'])
