@@ -36,6 +36,7 @@ NonNegative = Annotated[float, _bounded(lambda v: v >= 0, "must be 0 or more")]
 Count = Annotated[int, _bounded(lambda v: v >= 0, "must be a whole number of at least 0")]
 AtLeastOne = Annotated[int, _bounded(lambda v: v >= 1, "must be a whole number of at least 1")]
 Fraction = Annotated[float, _bounded(lambda v: 0 <= v <= 1, "must be between 0 and 1")]
+Widths = Annotated[list[PositiveInt], _bounded(bool, "must list at least one width")]
 Share = Annotated[float, _bounded(lambda v: 0 < v <= 1, "must be greater than 0 and at most 1")]
 ClassWeight = Literal["none", "balanced"]
 
@@ -231,10 +232,10 @@ def _param_types() -> dict:
     from .losses import LOSSES   # torch, too: imported when first needed, as `_students`
     from .students.transformer import INITS, LAYER_CHOICES
     positive = {"C", "lr", "temperature"}
-    positive_int = {"hidden", "max_length", "epochs", "batch_size", "pca_dims", "max_features", "max_iter"}
+    positive_int = {"hidden", "filters", "max_length", "epochs", "batch_size", "pca_dims", "max_features", "max_iter"}
     fractions = {"dropout", "warmup", "weight_decay"}
     return {**{k: Positive for k in positive}, **{k: PositiveInt for k in positive_int},
-            **{k: Fraction for k in fractions}, "ffn_keep": Share, "loss": Literal[LOSSES], "init": Literal[INITS],
+            **{k: Fraction for k in fractions}, "ffn_keep": Share, "widths": Widths, "loss": Literal[LOSSES], "init": Literal[INITS],
             "layer_choice": Literal[LAYER_CHOICES]}
 
 

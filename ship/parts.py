@@ -170,6 +170,8 @@ WRITERS = {
     ("static", "onnx"): static_onnx,
     ("bilstm", "onnx"): bilstm_onnx,
     ("bilstm", "onnx-int8"): bilstm_onnx,
+    ("cnn", "onnx"): bilstm_onnx,         # the same words-to-ids runtime: only the network in the ONNX file differs
+    ("cnn", "onnx-int8"): bilstm_onnx,
     ("transformer", "onnx"): transformer_onnx,
     ("transformer", "ort-opt"): transformer_onnx,
     ("transformer", "onnx-int8"): transformer_onnx,

@@ -34,9 +34,10 @@ from tests.package_venv import fresh_venv, harness_modules_in, pip_install, pypi
 
 REPO = Path(__file__).resolve().parent.parent
 FASTEST = {"sklearn": ("tfidf_lr-distilled", "numpy"), "static": ("static-distilled", "numpy"),
-           "bilstm": ("bilstm-distilled", "onnx-int8"), "transformer": ("transformer-distilled", "onnx-int8"),
+           "bilstm": ("bilstm-distilled", "onnx-int8"), "cnn": ("cnn-distilled", "onnx-int8"),
+           "transformer": ("transformer-distilled", "onnx-int8"),
            "ensemble": ("ensemble-distilled", "exported")}
-STUDENTS = ["tfidf_lr", "nb", "bilstm", "static", "transformer"]
+STUDENTS = ["tfidf_lr", "nb", "bilstm", "cnn", "static", "transformer"]
 FP32 = 1e-6
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt")
 
@@ -46,6 +47,7 @@ def run(tmp_path_factory, sensitive_teacher) -> Run:
     root = tmp_path_factory.mktemp("package-run")
     names = "[" + ", ".join(f'"{n}"' for n in STUDENTS) + "]"
     cfg = tiny_config(sensitive_teacher, ["teacher.lr=1e-5", 'students.bilstm.embedding="random"',
+                                          'students.cnn.embedding="random"', "students.cnn.filters=8",
                                           "students.static.lr=0.1", f"students.names={names}",
                                           'students.modes=["distilled"]'])
     run = Run("tiny", cfg, root / "artifacts", root / "reports", progress=False, log=lambda *_: None)

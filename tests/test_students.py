@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from distill import students as zoo
 from distill.errors import UserError
 from distill.students import (AveragingEnsemble, BiLSTMClassifier, TfidfLogisticRegression, TfidfNaiveBayes,
-                              TfidfRidge)
+                              TfidfRidge, WordCNNClassifier)
 from distill.students.soft import expand_soft_targets, softmax
 from tests.word_bag_student import WordBag
 
@@ -59,6 +59,8 @@ STUDENTS = {
                                               progress=False),
     "bilstm-glove": lambda: BiLSTMClassifier(embedding="glove-50d", hidden=16, epochs=4, batch_size=32, lr=1e-2,
                                              progress=False),
+    "cnn-random": lambda: WordCNNClassifier(embedding="random", widths=(2, 3), filters=8, hidden=16, epochs=4,
+                                            batch_size=32, lr=1e-2, progress=False),
     "wordbag": lambda: WordBag(epochs=8, progress=False),   # the student added in one file (see the last test)
 }
 
@@ -98,7 +100,7 @@ def test_sklearn_api(name):
         est.set_params(no_such_parameter=1)
 
 
-@pytest.mark.parametrize("name", ["tfidf_lr", "tfidf_ridge", "nb", "bilstm-random", "wordbag"])
+@pytest.mark.parametrize("name", ["tfidf_lr", "tfidf_ridge", "nb", "bilstm-random", "cnn-random", "wordbag"])
 def test_clone_of_fitted_student_is_unfitted_and_refits_identically(name):
     est = STUDENTS[name]().fit(*TRAIN)
     twin = clone(est)
@@ -338,11 +340,13 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_bit_for_bit(tmp_path, mo
     assert make(epochs=1).fit(*TRAIN, eval_set=TEST, checkpoint=checkpoint).resumed_from_ is None
 
 
-def test_bilstm_prediction_does_not_depend_on_batch_neighbours():
+@pytest.mark.parametrize("name", ["bilstm-random", "cnn-random"])
+def test_word_network_prediction_does_not_depend_on_batch_neighbours(name):
     """A text's probabilities must not change with the other texts padded into its batch (batch size 1 vs 8):
     otherwise accuracy and latency of one model differ by batch size, and exports cannot be validated."""
-    est = STUDENTS["bilstm-random"]().fit(*TRAIN)
-    texts = TEST[0][:8]
+    est = STUDENTS[name]().fit(*TRAIN)
+    texts = sorted(TEST[0][:8], key=len)   # the shortest text is padded the most
+    assert len(texts[0].split()) < len(texts[-1].split())
     batched = est.predict_proba(texts)
     single = np.concatenate([est.predict_proba([t]) for t in texts])
     assert np.abs(batched - single).max() < 1e-4
@@ -428,3 +432,79 @@ def test_a_torch_student_in_one_new_file_is_trained_exported_and_served(root, ti
     run = open_run("smoke", root / "artifacts", root / "reports")
     names = {p.name for p in load_run(run, log=lambda *_: None, backends=("npz",)).predictors}
     assert {"wordbag-distilled/torch", "wordbag-distilled/npz"} <= names
+
+
+# --- the word CNN -------------------------------------------------------------------------------------------------
+def adjacency_task(n: int, seed: int):
+    """Every text holds "very" and "good" once among as many fillers; the label says whether "very good" stands
+    together. The same words in every text: only a student that reads word order can tell the classes apart."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice(FILL, int(rng.integers(6, 12))))
+        at = int(rng.integers(len(words)))
+        if label:
+            words[at:at] = ["very", "good"]
+        else:
+            words.insert(at, "good")
+            words.insert(int(rng.choice([i for i in range(len(words) + 1) if i not in (at, at + 1)])), "very")
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, np.array(labels)
+
+
+def test_word_cnn_reads_word_order_where_a_bag_of_words_cannot():
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.pipeline import make_pipeline
+    train, test = adjacency_task(400, 0), adjacency_task(200, 1)
+    assert all(t.count("very") == 1 and t.count("good") == 1 for t in train[0])
+    assert np.mean(["very good" in t for t in test[0]] == test[1]) == 1.0
+    cnn = WordCNNClassifier(embedding="random", widths=(2,), filters=8, hidden=16, epochs=10, batch_size=32, lr=1e-2,
+                            progress=False).fit(*train)
+    words = make_pipeline(CountVectorizer(), LogisticRegression()).fit(*train)
+    assert np.mean(cnn.predict(test[0]) == test[1]) > 0.9
+    assert np.mean(words.predict(test[0]) == test[1]) < 0.7
+
+
+def test_word_cnn_pools_only_over_positions_that_touch_a_word():
+    """Padding must never win the max-pool, even where a filter's bias alone beats every window that sees a word
+    (positive embeddings, negative filters): a text gives the same logits alone and padded into a longer batch."""
+    import torch
+    from distill.students.cnn import WordCNNNet
+    torch.manual_seed(0)
+    net = WordCNNNet(vocab_size=20, embedding_dim=4, widths=(2, 3), filters=8, hidden=5, num_classes=2,
+                     dropout=0.0).eval()
+    with torch.no_grad():
+        net.embedding.weight.abs_()
+        for conv in net.convs:
+            conv.weight.abs_().neg_()
+            conv.bias.fill_(3.0)
+        alone, padded = net(torch.tensor([[5, 6, 7]])), net(torch.tensor([[5, 6, 7, 0, 0, 0, 0]]))
+    torch.testing.assert_close(alone, padded)
+
+
+def test_word_cnn_is_trained_exported_validated_and_served(root, tiny_teacher_dir, capsys):
+    """The registered `cnn`: the real CLI trains both twins, `mbtb export` exports and validates each of its
+    backends (the BiLSTM's, through the `cnn` family), and serve lists them."""
+    import pandas as pd
+
+    from bench.export import main as export
+    from bench.zoo import open_run
+    from distill.cli import main as distill
+    from serve import load_run
+    from tests.conftest import cli_argv
+
+    assert distill(cli_argv(root, tiny_teacher_dir, "--set", 'students.cnn.embedding="random"', "--set",
+                            "students.cnn.filters=8", "--set", "students.cnn.epochs=2", students="tfidf_lr,cnn")) == 0
+    accuracy = pd.read_csv(root / "reports" / "smoke" / "accuracy.csv")
+    assert {"cnn-baseline", "cnn-distilled"} <= set(accuracy["model"])
+    capsys.readouterr()
+    assert export(["--profile", "smoke", "--artifacts", str(root / "artifacts"), "--models", "cnn-distilled",
+                   "--quiet"]) == 0
+    table = capsys.readouterr().out
+    for backend in ("torchscript", "onnx", "onnx-int8"):
+        assert re.search(rf"\| cnn-distilled +\| {backend} +\| ok ", table), table
+    run = open_run("smoke", root / "artifacts", root / "reports")
+    names = {p.name for p in load_run(run, log=lambda *_: None, backends=("onnx-int8",)).predictors}
+    assert {"cnn-distilled/torch", "cnn-distilled/onnx-int8"} <= names

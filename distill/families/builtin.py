@@ -1,5 +1,5 @@
-"""The built-in families: the teacher and transformer students, the BiLSTM, the TF-IDF linear students, static
-embeddings, and ensembles of any of them. A student class names its family in a class attribute
+"""The built-in families: the teacher and transformer students, the BiLSTM and the word CNN, the TF-IDF linear
+students, static embeddings, and ensembles of any of them. A student class names its family in a class attribute
 (`family = "bilstm"`); the teacher is a `transformer`. Adding a student to every stage (export, validation, bench,
 report, serve) is its class plus one `register(Family(...))`; adding a backend, docs/add-a-backend.md.
 """
@@ -40,13 +40,21 @@ register(Family(
         Backend("onnx-int8", X.export_transformer_onnx_int8, X.load_transformer_onnx, INT8, lossy=True,
                 logits=OnnxLogits, version=2, auto_labeller=True),
     ]}))
-register(Family(
-    "bilstm", "BiLSTM", "torch", lambda est, **meta: BiLSTMPredictor(estimator=est, module=est.module_.eval(), **meta),
-    marker="s", fastest_lossless="onnx", backends={b.name: b for b in [
-        Backend("torchscript", X.export_bilstm_torchscript, X.load_bilstm_torchscript),
-        Backend("onnx", X.export_bilstm_onnx, X.load_bilstm_onnx),
-        Backend("onnx-int8", X.export_bilstm_onnx_int8, X.load_bilstm_onnx, INT8, lossy=True),
-    ]}))
+
+
+def _word_ids_family(name: str, label: str, marker: str) -> Family:
+    """A torch network over word ids (the BiLSTM, the word CNN): one predictor, one set of exports."""
+    return Family(
+        name, label, "torch", lambda est, **meta: BiLSTMPredictor(estimator=est, module=est.module_.eval(), **meta),
+        marker=marker, fastest_lossless="onnx", backends={b.name: b for b in [
+            Backend("torchscript", X.export_bilstm_torchscript, X.load_bilstm_torchscript),
+            Backend("onnx", X.export_bilstm_onnx, X.load_bilstm_onnx),
+            Backend("onnx-int8", X.export_bilstm_onnx_int8, X.load_bilstm_onnx, INT8, lossy=True),
+        ]})
+
+
+register(_word_ids_family("bilstm", "BiLSTM", marker="s"))
+register(_word_ids_family("cnn", "word CNN", marker="v"))
 register(Family(
     "sklearn", "TF-IDF linear", "sklearn", lambda est, **meta: SklearnPredictor(estimator=est, **meta),
     marker="o", fastest_lossless="numpy", backends={b.name: b for b in [

@@ -111,7 +111,8 @@ class EnsemblePredictor(Predictor):
 
 @dataclass
 class BiLSTMPredictor(Predictor):
-    """The BiLSTM student in PyTorch (eager or TorchScript `module`): prepare = token ids."""
+    """A network over word ids (the BiLSTM, the word CNN) in PyTorch (eager or TorchScript `module`): prepare =
+    token ids."""
     estimator: object = None
     module: object = None
 

@@ -24,6 +24,7 @@ and its table in configs/default.toml, `[students.transformer_half]` with `layer
 """
 from ..errors import UserError, did_you_mean
 from .bilstm import BiLSTMClassifier
+from .cnn import WordCNNClassifier
 from .ensemble import AveragingEnsemble
 from .linear import TfidfLogisticRegression, TfidfNaiveBayes, TfidfRidge
 from .static import StaticEmbeddingClassifier
@@ -34,6 +35,7 @@ REGISTRY = {
     "tfidf_ridge": TfidfRidge,
     "nb": TfidfNaiveBayes,
     "bilstm": BiLSTMClassifier,
+    "cnn": WordCNNClassifier,
     "transformer": TransformerClassifier,
     "transformer_small": TransformerClassifier,
     "small_encoder": TransformerClassifier,
@@ -78,4 +80,4 @@ def outside_files(name: str, params: dict) -> list | None:
 
 __all__ = ["REGISTRY", "RUN_PARAMS", "build", "needs_teacher", "outside_files", "BiLSTMClassifier", "AveragingEnsemble",
            "BornAgainClassifier", "StaticEmbeddingClassifier", "TfidfLogisticRegression", "TfidfNaiveBayes",
-           "TfidfRidge", "TransformerClassifier"]
+           "TfidfRidge", "TransformerClassifier", "WordCNNClassifier"]

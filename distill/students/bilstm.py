@@ -165,13 +165,17 @@ class BiLSTMClassifier(TorchStudent):
         vectors = self._pretrained_vectors()
         dim = 50 if vectors is None else vectors.shape[1]
         self.module_ = BiLSTMNet(len(self.vocab_), dim, self.hidden, num_classes, self.dropout)
+        self.embedding_coverage_ = self._load_vectors(self.module_.embedding, vectors)
+        return self.module_
+
+    def _load_vectors(self, embedding: nn.Embedding, vectors: np.ndarray | None) -> float:
+        """Copy the known rows of `vectors` into `embedding`; returns the share of the vocabulary they cover."""
         known = np.zeros(len(self.vocab_), dtype=bool)
         if vectors is not None:
             known = ~np.isnan(vectors).any(axis=1)
             with torch.no_grad():
-                self.module_.embedding.weight[torch.from_numpy(known)] = torch.from_numpy(vectors[known])
-        self.embedding_coverage_ = float(known.sum() / max(1, len(self.vocab_) - 2))
-        return self.module_
+                embedding.weight[torch.from_numpy(known)] = torch.from_numpy(vectors[known])
+        return float(known.sum() / max(1, len(self.vocab_) - 2))
 
     def _training_inputs(self, texts):
         ids = [self.encode([t])[0] for t in texts]
