@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from distill import ablation
+from distill import data as datasets
 from distill.metrics import ACCURACY
 from distill.pipeline import Run
 
@@ -142,6 +143,27 @@ def test_seed_ensembles_script_retrains_the_runs_bilstm_and_averages_seeds(ablat
                                        "2 bilstms (seeds 13..14)", f"2 bilstm(s) + {others}"]
     np.testing.assert_allclose(table["of_teacher"], table["test_accuracy"] / table["teacher_accuracy"], atol=1e-3)
     assert ((table["ci_low"] <= table["test_accuracy"]) & (table["test_accuracy"] <= table["ci_high"])).all()
+
+
+def test_member_ensembles_script_scores_ensembles_and_pairs_them_with_the_first(ablation_run, tmp_path, capsys):
+    """scripts/member_ensembles.py: a one-member "ensemble" scores as the student itself, the first ensemble is the
+    paired reference (no gain of its own), and a member that was not trained is one error line."""
+    from scripts import member_ensembles
+    run_args = ["--profile", "tiny", "--artifacts", str(ablation_run.dir.parent)]
+    out = tmp_path / "ensembles.csv"
+    assert member_ensembles.main([*run_args, "--ensemble", "tfidf_lr+nb+bilstm", "--ensemble", "bilstm",
+                                  "--out", str(out)]) == 0
+    table = pd.read_csv(out).set_index(["split", "members"])
+    texts, gold = datasets.texts_labels(ablation_run.split(), "test")
+    alone = float(np.mean(ablation_run.student("bilstm-augmented").predict(texts) == gold))
+    assert table.loc[("test", "bilstm"), "accuracy"] == round(alone, 4)
+    reference = table.loc[("test", "tfidf_lr+nb+bilstm")]
+    assert abs(table.loc[("test", "bilstm"), "gain"] - (alone - reference["accuracy"])) <= 1e-4
+    assert np.isnan(reference["gain"]) and np.isnan(table.loc[("dev", "bilstm"), "gain"])
+    capsys.readouterr()
+    assert member_ensembles.main([*run_args, "--ensemble", "bilstm+nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope-augmented" in err
 
 
 def test_the_born_again_switch_is_not_taken_for_its_overrides():
