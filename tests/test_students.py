@@ -408,9 +408,9 @@ def test_declarations_match_what_the_student_takes(name):
 
 
 # --- adding a student (docs/add-a-student.md) ----------------------------------------------------------------------
-def test_a_torch_student_in_one_new_file_is_trained_exported_and_served(root, tiny_teacher_dir, monkeypatch, capsys):
-    """tests/word_bag_student.py (a TorchStudent with its family) plus one REGISTRY line: the real CLI trains it in
-    both modes, `mbtb export` exports and validates it, and serve lists both its variants."""
+def train_export_and_serve(root, teacher_dir, capsys, student: str, served_backend: str, *sets) -> tuple[str, set]:
+    """Through the real commands: `mbtb distill` trains both twins of `student` (beside tfidf_lr), `mbtb export`
+    exports and validates its distilled twin; returns the export table printed and the variants serve loads."""
     import pandas as pd
 
     from bench.export import main as export
@@ -418,20 +418,28 @@ def test_a_torch_student_in_one_new_file_is_trained_exported_and_served(root, ti
     from distill.cli import main as distill
     from serve import load_run
     from tests.conftest import cli_argv
+
+    overrides = [arg for item in sets for arg in ("--set", item)]
+    assert distill(cli_argv(root, teacher_dir, *overrides, students=f"tfidf_lr,{student}")) == 0
+    accuracy = pd.read_csv(root / "reports" / "smoke" / "accuracy.csv")
+    assert {f"{student}-baseline", f"{student}-distilled"} <= set(accuracy["model"])
+    capsys.readouterr()
+    assert export(["--profile", "smoke", "--artifacts", str(root / "artifacts"), "--models", f"{student}-distilled",
+                   "--quiet"]) == 0
+    table = capsys.readouterr().out
+    run = open_run("smoke", root / "artifacts", root / "reports")
+    return table, {p.name for p in load_run(run, log=lambda *_: None, backends=(served_backend,)).predictors}
+
+
+def test_a_torch_student_in_one_new_file_is_trained_exported_and_served(root, tiny_teacher_dir, monkeypatch, capsys):
+    """tests/word_bag_student.py (a TorchStudent with its family) plus one REGISTRY line: the real CLI trains it in
+    both modes, `mbtb export` exports and validates it, and serve lists both its variants."""
     from tests.word_bag_student import WordBag
     monkeypatch.setitem(zoo.REGISTRY, "wordbag", WordBag)   # the registration line
 
-    assert distill(cli_argv(root, tiny_teacher_dir, students="tfidf_lr,nb,wordbag")) == 0
-    accuracy = pd.read_csv(root / "reports" / "smoke" / "accuracy.csv")
-    assert {"wordbag-baseline", "wordbag-distilled"} <= set(accuracy["model"])
-    capsys.readouterr()
-    assert export(["--profile", "smoke", "--artifacts", str(root / "artifacts"), "--models", "wordbag-distilled",
-                   "--quiet"]) == 0
-    table = capsys.readouterr().out
+    table, served = train_export_and_serve(root, tiny_teacher_dir, capsys, "wordbag", "npz")
     assert re.search(r"\| wordbag-distilled \| npz +\| ok ", table), table
-    run = open_run("smoke", root / "artifacts", root / "reports")
-    names = {p.name for p in load_run(run, log=lambda *_: None, backends=("npz",)).predictors}
-    assert {"wordbag-distilled/torch", "wordbag-distilled/npz"} <= names
+    assert {"wordbag-distilled/torch", "wordbag-distilled/npz"} <= served
 
 
 # --- the word CNN -------------------------------------------------------------------------------------------------
@@ -487,24 +495,9 @@ def test_word_cnn_pools_only_over_positions_that_touch_a_word():
 def test_word_cnn_is_trained_exported_validated_and_served(root, tiny_teacher_dir, capsys):
     """The registered `cnn`: the real CLI trains both twins, `mbtb export` exports and validates each of its
     backends (the BiLSTM's, through the `cnn` family), and serve lists them."""
-    import pandas as pd
-
-    from bench.export import main as export
-    from bench.zoo import open_run
-    from distill.cli import main as distill
-    from serve import load_run
-    from tests.conftest import cli_argv
-
-    assert distill(cli_argv(root, tiny_teacher_dir, "--set", 'students.cnn.embedding="random"', "--set",
-                            "students.cnn.filters=8", "--set", "students.cnn.epochs=2", students="tfidf_lr,cnn")) == 0
-    accuracy = pd.read_csv(root / "reports" / "smoke" / "accuracy.csv")
-    assert {"cnn-baseline", "cnn-distilled"} <= set(accuracy["model"])
-    capsys.readouterr()
-    assert export(["--profile", "smoke", "--artifacts", str(root / "artifacts"), "--models", "cnn-distilled",
-                   "--quiet"]) == 0
-    table = capsys.readouterr().out
+    table, served = train_export_and_serve(root, tiny_teacher_dir, capsys, "cnn", "onnx-int8",
+                                           'students.cnn.embedding="random"', "students.cnn.filters=8",
+                                           "students.cnn.epochs=2")
     for backend in ("torchscript", "onnx", "onnx-int8"):
         assert re.search(rf"\| cnn-distilled +\| {backend} +\| ok ", table), table
-    run = open_run("smoke", root / "artifacts", root / "reports")
-    names = {p.name for p in load_run(run, log=lambda *_: None, backends=("onnx-int8",)).predictors}
-    assert {"cnn-distilled/torch", "cnn-distilled/onnx-int8"} <= names
+    assert {"cnn-distilled/torch", "cnn-distilled/onnx-int8"} <= served
