@@ -235,8 +235,8 @@ def _param_types() -> dict:
     positive_int = {"hidden", "filters", "max_length", "epochs", "batch_size", "pca_dims", "max_features", "max_iter"}
     fractions = {"dropout", "warmup", "weight_decay"}
     return {**{k: Positive for k in positive}, **{k: PositiveInt for k in positive_int},
-            **{k: Fraction for k in fractions}, "ffn_keep": Share, "widths": Widths, "loss": Literal[LOSSES], "init": Literal[INITS],
-            "layer_choice": Literal[LAYER_CHOICES]}
+            **{k: Fraction for k in fractions}, "ffn_keep": Share, "widths": Widths, "loss": Literal[LOSSES],
+            "init": Literal[INITS], "layer_choice": Literal[LAYER_CHOICES]}
 
 
 def param_type(name: str, default) -> Any:
