@@ -164,18 +164,18 @@ class BiLSTMClassifier(TorchStudent):
         self._build_vocab(texts)
         vectors = self._pretrained_vectors()
         dim = 50 if vectors is None else vectors.shape[1]
-        self.module_ = BiLSTMNet(len(self.vocab_), dim, self.hidden, num_classes, self.dropout)
-        self.embedding_coverage_ = self._load_vectors(self.module_.embedding, vectors)
-        return self.module_
-
-    def _load_vectors(self, embedding: nn.Embedding, vectors: np.ndarray | None) -> float:
-        """Copy the known rows of `vectors` into `embedding`; returns the share of the vocabulary they cover."""
+        self.module_ = self._word_network(len(self.vocab_), dim, num_classes)
         known = np.zeros(len(self.vocab_), dtype=bool)
         if vectors is not None:
             known = ~np.isnan(vectors).any(axis=1)
             with torch.no_grad():
-                embedding.weight[torch.from_numpy(known)] = torch.from_numpy(vectors[known])
-        return float(known.sum() / max(1, len(self.vocab_) - 2))
+                self.module_.embedding.weight[torch.from_numpy(known)] = torch.from_numpy(vectors[known])
+        self.embedding_coverage_ = float(known.sum() / max(1, len(self.vocab_) - 2))
+        return self.module_
+
+    def _word_network(self, vocab_size: int, embedding_dim: int, num_classes: int) -> nn.Module:
+        """The network over word ids, with an `embedding` the pretrained vectors are copied into."""
+        return BiLSTMNet(vocab_size, embedding_dim, self.hidden, num_classes, self.dropout)
 
     def _training_inputs(self, texts):
         ids = [self.encode([t])[0] for t in texts]

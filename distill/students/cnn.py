@@ -52,11 +52,6 @@ class WordCNNClassifier(BiLSTMClassifier):
     widths: tuple = (3, 4, 5)
     filters: int = 100
 
-    def _network(self, texts, num_classes):
-        self._build_vocab(texts)
-        vectors = self._pretrained_vectors()
-        dim = 50 if vectors is None else vectors.shape[1]
-        self.module_ = WordCNNNet(len(self.vocab_), dim, tuple(self.widths), self.filters, self.hidden, num_classes,
-                                  self.dropout)
-        self.embedding_coverage_ = self._load_vectors(self.module_.embedding, vectors)
-        return self.module_
+    def _word_network(self, vocab_size, embedding_dim, num_classes):
+        return WordCNNNet(vocab_size, embedding_dim, tuple(self.widths), self.filters, self.hidden, num_classes,
+                          self.dropout)
